@@ -1,0 +1,1 @@
+"""How the real services (Prefect server, Weaviate, MinIO) are installed, started, checked and stopped."""

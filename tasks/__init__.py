@@ -1,0 +1,1 @@
+"""Units of work for hybridops: plain functions, usable and testable without a Prefect server."""

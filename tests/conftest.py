@@ -1,0 +1,118 @@
+"""Shared fixtures: a REAL local stack (Weaviate, MinIO, Prefect server) on free ports, isolated per test."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tasks.settings import Settings
+
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in Path(str(item.fspath)).parts:
+            item.add_marker(pytest.mark.integration)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def free_port_block(size: int) -> int:
+    """The first of `size` consecutive free ports (Weaviate's internal cluster ports)."""
+    for _ in range(200):
+        base = free_port()
+        if base + size < 65535 and all(_is_free(base + i) for i in range(size)):
+            return base
+    raise RuntimeError("no block of free ports found")
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def stack_settings(home: Path, **overrides) -> Settings:
+    """Settings for a private stack on fresh free ports under `home`."""
+    values = dict(
+        home=home,
+        namespace="hybridops",
+        weaviate_url=f"http://127.0.0.1:{free_port()}",
+        weaviate_grpc_port=free_port(),
+        weaviate_cluster_port=free_port_block(4),
+        s3_endpoint=f"http://127.0.0.1:{free_port()}",
+        s3_console_port=free_port(),
+        prefect_api_url=f"http://127.0.0.1:{free_port()}/api",
+        s3_bucket="hybridops-test",
+    )
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """Start the real services once per test session; stop exactly them afterwards."""
+    from infra.services import down, up
+
+    base = stack_settings(tmp_path_factory.mktemp("stack"))
+    up(base)
+    try:
+        yield base
+    finally:
+        down(base)
+
+
+def _isolated(stack: Settings, tmp_path: Path, **overrides) -> Settings:
+    namespace = "t" + uuid.uuid4().hex[:10]
+    values = stack.model_dump() | {"home": tmp_path / "home", "namespace": namespace} | overrides
+    return Settings(**values)
+
+
+@pytest.fixture
+def settings(stack: Settings, tmp_path: Path) -> Settings:
+    """A unique namespace and home on the shared servers; landing zone and store are local folders."""
+    return _isolated(stack, tmp_path)
+
+
+@pytest.fixture
+def s3_settings(stack: Settings, tmp_path: Path) -> Settings:
+    """Like `settings`, but the landing zone (and so the store) live on the real MinIO server."""
+    namespace_settings = _isolated(stack, tmp_path)
+    return _isolated(
+        stack, tmp_path,
+        namespace=namespace_settings.namespace,
+        landing=f"s3://{stack.s3_bucket}/{namespace_settings.namespace}/landing",
+    )
+
+
+@pytest.fixture
+def prefect_api(stack: Settings) -> Iterator[str]:
+    """Point the Prefect client of this process at the session's real Prefect server."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: stack.prefect_api_url}):
+        yield stack.prefect_api_url
+
+
+@pytest.fixture
+def child_env():
+    """Environment for a subprocess (e.g. the `hybridops` CLI) that reproduces the given settings."""
+
+    def make(cfg: Settings) -> dict[str, str]:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("HYBRIDOPS_")}
+        return clean | cfg.as_env() | {"PREFECT_API_URL": cfg.prefect_api_url}
+
+    return make
