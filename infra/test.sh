@@ -4,5 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash infra/setup.sh
+# Optional test tool: lets the compose-file test run `docker-compose config` (best effort, root only).
+if ! command -v docker-compose >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  (apt-get install -y -qq docker-compose >/dev/null 2>&1 || true)
+fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false
 exec "${HYBRIDOPS_VENV:-.venv}/bin/pytest" tests -p no:cacheprovider --timeout 1800 "$@"

@@ -24,3 +24,17 @@ def test_compose_pins_the_weaviate_version_hybridops_builds() -> None:
 
     compose = yaml.safe_load((INFRA / "docker-compose.yml").read_text())
     assert compose["services"]["weaviate"]["image"].endswith(":" + WEAVIATE_VERSION.lstrip("v"))
+
+
+def test_docker_compose_config_accepts_the_file() -> None:
+    import shutil
+    import subprocess
+
+    import pytest
+
+    if shutil.which("docker-compose") is None:
+        pytest.skip("docker-compose not installed (apt-get install docker-compose)")
+    result = subprocess.run(
+        ["docker-compose", "-f", str(INFRA / "docker-compose.yml"), "config", "--quiet"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
