@@ -1,0 +1,353 @@
+"""Turn one landing-zone object into a typed Document (md/txt/html/json), or say precisely why not."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+Scalar = str | int | float | bool
+
+SUPPORTED_EXTENSIONS: tuple[str, ...] = (".md", ".markdown", ".txt", ".html", ".htm", ".json")
+
+# Reason codes raised by parse_document (the contract adds its own, see data_contracts/documents.yaml).
+UNSUPPORTED_FORMAT = "unsupported_format"
+INVALID_UTF8 = "invalid_utf8"
+MALFORMED_JSON = "malformed_json"
+INVALID_JSON_DOCUMENT = "invalid_json_document"
+INVALID_FRONT_MATTER = "invalid_front_matter"
+INVALID_HTML = "invalid_html"
+
+
+class DocumentError(ValueError):
+    """A document could not be parsed; reason_code is stable (e.g. 'unsupported_format', 'invalid_utf8')."""
+
+    def __init__(self, reason_code: str, message: str):
+        super().__init__(f"{reason_code}: {message}")
+        self.reason_code = reason_code
+        self.message = message
+
+    def __reduce__(self):  # picklable for Prefect results and process pools
+        return (DocumentError, (self.reason_code, self.message))
+
+
+@dataclass(frozen=True)
+class Document:
+    """A parsed document: extracted text plus scalar metadata and the hashes the refresh diffs on.
+
+    metadata values are str/int/float/bool once the contract passed (dates become ISO strings, lists of
+    scalars become ", "-joined strings, None values are dropped, keys are made identifier-like); a parser
+    keeps anything else as-is so the contract can reject it with a reason instead of losing it.
+    """
+
+    doc_id: str
+    title: str
+    text: str
+    metadata: Mapping[str, object] = field(default_factory=dict)
+    text_hash: str = ""
+    meta_hash: str = ""
+    source_version: str = ""
+
+    @classmethod
+    def build(
+        cls, doc_id: str, title: str, text: str, metadata: Mapping[str, object], source_version: str
+    ) -> Document:
+        """A Document with its hashes computed."""
+        metadata = dict(metadata)
+        return cls(
+            doc_id=doc_id,
+            title=title,
+            text=text,
+            metadata=metadata,
+            text_hash=sha256_text(text),
+            meta_hash=meta_hash(title, metadata),
+            source_version=source_version,
+        )
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def meta_hash(title: str, metadata: Mapping[str, object]) -> str:
+    """sha256 of canonical JSON of title + metadata (key order does not matter)."""
+    canonical = json.dumps(
+        {"title": title, "metadata": metadata}, sort_keys=True, ensure_ascii=False, separators=(",", ":"),
+        default=str,
+    )
+    return sha256_text(canonical)
+
+
+def extension(doc_id: str) -> str:
+    return PurePosixPath(doc_id).suffix.lower()
+
+
+def parse_document(doc_id: str, data: bytes, source_version: str) -> Document:
+    """Parse raw bytes by the id's extension; raises DocumentError with a reason code."""
+    ext = extension(doc_id)
+    parser = _PARSERS.get(ext)
+    if parser is None:
+        supported = ", ".join(SUPPORTED_EXTENSIONS)
+        raise DocumentError(UNSUPPORTED_FORMAT, f"extension {ext or '(none)'!r} is not one of {supported}")
+    title, text, metadata = parser(doc_id, _decode(data))
+    return Document.build(doc_id, title, _tidy(text), _normalise_metadata(metadata), source_version)
+
+
+def _decode(data: bytes) -> str:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DocumentError(
+            INVALID_UTF8, f"not valid UTF-8 at byte {exc.start} ({data[exc.start:exc.start + 1]!r})"
+        ) from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _tidy(text: str) -> str:
+    """Strip trailing spaces per line and collapse runs of blank lines (stable text -> stable hashes)."""
+    lines = [line.rstrip() for line in text.split("\n")]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n")
+
+
+def _file_title(doc_id: str) -> str:
+    return PurePosixPath(doc_id).stem or doc_id
+
+
+# --- Markdown -------------------------------------------------------------------------------------
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?\n)?(?:---|\.\.\.)[ \t]*(?:\n|\Z)", re.DOTALL)
+_HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.+?)[ \t#]*$")
+
+
+def _parse_markdown(doc_id: str, text: str) -> tuple[str, str, dict[str, object]]:
+    metadata: dict[str, object] = {}
+    match = _FRONT_MATTER.match(text)
+    if match:
+        metadata = _load_front_matter(match.group(1) or "")
+        text = text[match.end():]
+    title = metadata.pop("title", None)
+    if title is None or str(title).strip() == "":
+        title = first_heading(text) or _file_title(doc_id)
+    return str(title).strip(), text, metadata
+
+
+def _load_front_matter(block: str) -> dict[str, object]:
+    import yaml
+
+    try:
+        loaded = yaml.load(block, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) if block.strip() else {}
+    except yaml.YAMLError as exc:
+        raise DocumentError(INVALID_FRONT_MATTER, f"front matter is not valid YAML: {exc}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise DocumentError(INVALID_FRONT_MATTER, f"front matter must be a mapping, got {type(loaded).__name__}")
+    return {str(k): v for k, v in loaded.items()}
+
+
+def first_heading(text: str) -> str | None:
+    """The first markdown ATX heading's text, ignoring fenced code blocks."""
+    in_fence = False
+    for line in text.split("\n"):
+        if line.lstrip().startswith(("```", "~~~")):
+            in_fence = not in_fence
+            continue
+        if not in_fence and (m := _HEADING.match(line)):
+            return m.group(2).strip()
+    return None
+
+
+# --- Plain text -----------------------------------------------------------------------------------
+def _parse_text(doc_id: str, text: str) -> tuple[str, str, dict[str, object]]:
+    return _text_title(text) or _file_title(doc_id), text, {}
+
+
+def _text_title(text: str) -> str | None:
+    """A plain-text file's first line is its title when it reads like one (short, no final full stop)."""
+    lines = text.strip("\n").split("\n", 2)
+    first = lines[0].strip() if lines else ""
+    followed_by_blank = len(lines) == 1 or not lines[1].strip()
+    if first and len(first) <= 100 and not first.endswith((".", ",", ";", ":")) and followed_by_blank:
+        return first
+    return None
+
+
+# --- JSON -----------------------------------------------------------------------------------------
+def _parse_json(doc_id: str, text: str) -> tuple[str, str, dict[str, object]]:
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DocumentError(MALFORMED_JSON, f"{exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    if not isinstance(obj, dict):
+        raise DocumentError(INVALID_JSON_DOCUMENT, f"expected a JSON object, got {type(obj).__name__}")
+    body = obj.get("text")
+    if not isinstance(body, str):
+        raise DocumentError(INVALID_JSON_DOCUMENT, "field 'text' must be a string")
+    title = obj.get("title")
+    if title is not None and not isinstance(title, str):
+        raise DocumentError(INVALID_JSON_DOCUMENT, "field 'title' must be a string")
+    metadata = obj.get("metadata", {})
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict):
+        raise DocumentError(INVALID_JSON_DOCUMENT, "field 'metadata' must be an object")
+    if not title or not title.strip():
+        title = first_heading(body) or _file_title(doc_id)
+    return title.strip(), body, metadata
+
+
+# --- HTML -----------------------------------------------------------------------------------------
+_DROP_TAGS = {"script", "style", "noscript", "template", "head", "svg", "canvas", "iframe", "object"}
+_BLOCK_TAGS = {
+    "p", "div", "section", "article", "main", "header", "footer", "nav", "aside", "blockquote", "pre",
+    "ul", "ol", "li", "dl", "dt", "dd", "table", "thead", "tbody", "tfoot", "tr", "figure", "figcaption",
+    "form", "fieldset", "address", "details", "summary", "body", "html",
+}
+_HEADING_TAGS = {f"h{i}": i for i in range(1, 7)}
+_HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.IGNORECASE)
+
+
+def _parse_html(doc_id: str, text: str) -> tuple[str, str, dict[str, object]]:
+    from bs4 import BeautifulSoup
+
+    try:
+        soup = BeautifulSoup(text, "html.parser")
+    except Exception as exc:  # html.parser is lenient; this is for truly broken input
+        raise DocumentError(INVALID_HTML, f"cannot parse HTML: {exc}") from None
+    metadata: dict[str, object] = {}
+    for meta in soup.find_all("meta"):
+        name = str(meta.get("name") or "").lower()
+        content = meta.get("content")
+        if content and name in {"author", "description"}:
+            metadata[name] = str(content).strip()
+        elif content and name == "keywords":
+            metadata["tags"] = [t.strip() for t in str(content).split(",") if t.strip()]
+    head_title = soup.title.get_text(" ", strip=True) if soup.title else ""
+    blocks: list[str] = []
+    _html_blocks(soup, blocks)
+    body = "\n\n".join(b for b in blocks if b)
+    title = head_title or first_heading(body) or _file_title(doc_id)
+    return title, body, metadata
+
+
+def _html_blocks(node, blocks: list[str]) -> None:
+    """Depth-first walk: headings become '#' lines, block elements paragraphs, inline text is joined."""
+    from bs4 import Comment, Doctype, NavigableString, Tag
+
+    inline: list[str] = []
+
+    def flush() -> None:
+        joined = re.sub(r"\s+", " ", "".join(inline)).strip()
+        if joined:
+            blocks.append(joined)
+        inline.clear()
+
+    for child in node.children:
+        if isinstance(child, (Comment, Doctype)):
+            continue
+        if isinstance(child, NavigableString):
+            inline.append(str(child))
+            continue
+        if not isinstance(child, Tag):
+            continue
+        name = child.name.lower()
+        if name in _DROP_TAGS or _is_hidden(child):
+            continue
+        if name == "br":
+            inline.append("\n")
+        elif name in _HEADING_TAGS:
+            flush()
+            heading = child.get_text(" ", strip=True)
+            if heading:
+                blocks.append("#" * _HEADING_TAGS[name] + " " + re.sub(r"\s+", " ", heading))
+        elif name == "pre":
+            flush()
+            code = child.get_text().strip("\n")
+            if code.strip():
+                blocks.append(code)
+        elif name == "li":
+            flush()
+            item: list[str] = []
+            _html_blocks(child, item)
+            if item:
+                blocks.append("- " + " ".join(item))
+        elif name == "tr":
+            flush()
+            cells = [c.get_text(" ", strip=True) for c in child.find_all(["td", "th"], recursive=False)]
+            if any(cells):
+                blocks.append(" | ".join(cells))
+        elif name in {"ul", "ol", "dl", "table"}:  # items/rows stay together as one paragraph
+            flush()
+            rows: list[str] = []
+            _html_blocks(child, rows)
+            if rows:
+                blocks.append("\n".join(rows))
+        elif name in _BLOCK_TAGS:
+            flush()
+            _html_blocks(child, blocks)
+        elif _has_block_descendant(child):  # e.g. <span> wrapping paragraphs: treat as a block
+            flush()
+            _html_blocks(child, blocks)
+        else:
+            inline.append(_inline_text(child))  # inline element: its text joins the current paragraph
+    flush()
+
+
+def _inline_text(tag) -> str:
+    from bs4 import Comment, NavigableString, Tag
+
+    parts: list[str] = []
+    for child in tag.children:
+        if isinstance(child, Comment):
+            continue
+        if isinstance(child, NavigableString):
+            parts.append(str(child))
+        elif isinstance(child, Tag) and child.name.lower() not in _DROP_TAGS and not _is_hidden(child):
+            parts.append("\n" if child.name.lower() == "br" else _inline_text(child))
+    return "".join(parts)
+
+
+def _is_hidden(tag) -> bool:
+    if tag.has_attr("hidden") or str(tag.get("aria-hidden", "")).lower() == "true":
+        return True
+    return bool(_HIDDEN_STYLE.search(str(tag.get("style", ""))))
+
+
+def _has_block_descendant(tag) -> bool:
+    return tag.find(lambda t: t.name in _BLOCK_TAGS or t.name in _HEADING_TAGS) is not None
+
+
+# --- Metadata normalisation -----------------------------------------------------------------------
+_KEY_CHARS = re.compile(r"[^0-9A-Za-z_]")
+
+
+def _normalise_metadata(metadata: Mapping[str, object]) -> dict[str, object]:
+    """Dates -> ISO strings, lists of scalars -> ', '-joined strings, None dropped, keys identifier-like."""
+    out: dict[str, object] = {}
+    for key, value in metadata.items():
+        if value is None:
+            continue
+        name = _KEY_CHARS.sub("_", str(key).strip())
+        out[name] = _normalise_value(value)
+    return dict(sorted(out.items()))
+
+
+def _normalise_value(value: object) -> object:
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (str, int, float, bool)) for v in value):
+        return ", ".join(str(v) for v in value)
+    return value
+
+
+_PARSERS: dict[str, Callable[[str, str], tuple[str, str, dict[str, object]]]] = {
+    ".md": _parse_markdown,
+    ".markdown": _parse_markdown,
+    ".txt": _parse_text,
+    ".html": _parse_html,
+    ".htm": _parse_html,
+    ".json": _parse_json,
+}
