@@ -56,12 +56,38 @@ class Settings(BaseSettings):
     # Prefect
     prefect_api_url: str = "http://127.0.0.1:4200/api"
 
+    # Orchestration (deployments served by `hybridops serve`)
+    runner_poll_seconds: float = Field(
+        1.0, gt=0, description="How often `serve` asks the Prefect server for runs to start (event -> run latency)."
+    )
+    warm_start: bool = Field(
+        True, description="`serve` starts flow runs from a pre-imported process (forkserver): ~1 s instead of ~8 s."
+    )
+    watch_poll_seconds: float = Field(1.0, gt=0, description="How often watch-landing lists the landing zone.")
+    watch_run_minutes: float = Field(
+        10.0, gt=0, description="Each watch-landing run polls this long; its interval schedule starts the next."
+    )
+    refresh_interval_minutes: float = Field(
+        30.0, gt=0, description="Safety-net schedule of refresh-index (landing events start it within seconds)."
+    )
+    eval_cron: str = Field("0 3 * * *", description="Cron of evaluate-behaviour (default daily 03:00).")
+    retrain_cron: str = Field("0 4 * * 0", description="Cron of retrain-adapter; it skips when there is nothing to do.")
+    schedule_timezone: str = Field("UTC", description="Timezone of the cron schedules.")
+    dask_workers: int = Field(
+        0, ge=0, description="Run refresh batches on a local Dask cluster of N worker processes (0: in the flow)."
+    )
+    dask_address: str | None = Field(None, description="Run refresh batches on this existing Dask scheduler instead.")
+    work_pool: str | None = Field(None, description="Work pool for `prefect deploy` (process or kubernetes).")
+
     # Models
     embedding_model: str = Field(PACKAGED_EMBEDDING_MODEL, description="HF id, local path or the packaged MiniLM.")
     embedding_bf16: bool = Field(True, description="Use bf16 when the CPU supports it and quality holds.")
     embedding_batch_size: int = 32
     llm_model: str = Field(PACKAGED_LLM, description="HF id, local path or the packaged SmolLM2-135M-Instruct.")
     models_cache: Path | None = Field(None, description="Converted-model cache (default ~/.cache/hybridops/models).")
+    torch_threads: int | None = Field(
+        None, ge=1, description="torch CPU threads (default: CPUs-1, min 1; spin-waiting threads stall a busy small box)."
+    )
 
     # Knowledge path
     chunk_tokens: int = 256
@@ -73,6 +99,11 @@ class Settings(BaseSettings):
     recall_k: int = 5
     recall_floor: float = 0.5
     recall_tolerance: float = 0.05
+    golden_retrieval: Path | None = Field(
+        None, description="Golden retrieval set (JSONL) for `eval retrieval` and the rebuild gate "
+        "(default: examples/golden_retrieval.jsonl)."
+    )
+    refresh_batch_docs: int = Field(64, description="Documents per refresh batch (one Prefect task each).")
 
     # Behaviour path
     max_new_tokens: int = 96
@@ -90,6 +121,11 @@ class Settings(BaseSettings):
     drift_alpha: float = 0.05
     drift_min_n: int = 8
     pass_rate_floor: float = 0.5
+    behaviour_suite: Path = Field(
+        Path("examples/behaviour_suite.yaml"), description="Behaviour eval suite (YAML) run by `hybridops eval`."
+    )
+    eval_sample_interactions: int = Field(4, description="Recent logged questions added to each behaviour eval.")
+    eval_sample_days: int = 7
     promotion_tolerance: float = 0.05
     allow_base_fallback: bool = Field(
         False, description="Answer with the base model when the champion adapter fails verification."

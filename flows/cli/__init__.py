@@ -28,6 +28,8 @@ app.add_typer(adapters_app, name="adapters")
 
 # Registration happens on import; the order only affects `--help`.
 from flows.cli import stack  # noqa: E402,F401
+from flows.cli import models  # noqa: E402,F401
 from flows.cli import knowledge  # noqa: E402,F401
 from flows.cli import behaviour  # noqa: E402,F401
+from flows.cli import training  # noqa: E402,F401
 from flows.cli import orchestration  # noqa: E402,F401
