@@ -1,0 +1,141 @@
+"""CLI commands: behaviour — ask, feedback, and the behaviour eval (`hybridops eval`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from flows.cli import app, eval_app
+from flows.cli.common import JSON_OPTION, console, fail, print_json, settings
+
+
+@app.command()
+def ask(
+    question: str = typer.Argument(..., help="The question to answer from the indexed documents."),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Answer from retrieved context with the champion adapter; the interaction is logged for evals/training."""
+    from tasks.adapters import AdapterError
+    from tasks.answer import MAX_QUESTION_CHARS
+    from tasks.answer import ask as answer_question
+    from tasks.answer import load_answering_model
+    from tasks.index import IndexOperationError
+    from tasks.interactions import warm_contract
+    from tasks.object_store import ObjectStoreError
+
+    cfg = settings()
+    if not question.strip():
+        fail("the question is empty")
+    if len(question.strip()) > MAX_QUESTION_CHARS:
+        fail(f"the question is longer than {MAX_QUESTION_CHARS} characters")
+    warm_contract()  # the interaction contract loads in parallel with the model
+    try:
+        with console.status("loading the champion model..."):
+            loaded = load_answering_model(cfg)
+        with console.status(f"retrieving and answering with {loaded.adapter or 'the base model'}..."):
+            answer = answer_question(cfg, question, loaded=loaded)
+    except (AdapterError, IndexOperationError, ObjectStoreError, ValueError) as exc:
+        fail(str(exc))
+    if json_output:
+        print_json(answer.model_dump(mode="json"))
+        return
+    console.print(answer.answer if answer.answer is not None else "[italic](no answer in the documents)[/]")
+    console.print(
+        f"[dim]sources: {', '.join(answer.sources) or '-'} | format_ok: {answer.format_ok} | "
+        f"adapter: {answer.adapter or 'base'} | {answer.latency_ms:.0f} ms | id: {answer.interaction_id}[/]"
+    )
+
+
+@app.command()
+def feedback(
+    interaction_id: str = typer.Argument(..., help="The interaction_id printed by `hybridops ask`."),
+    approve: bool = typer.Option(False, "--approve", help="The answer was right."),
+    correct: str | None = typer.Option(None, "--correct", help="The right answer (text or a house JSON reply)."),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Record a human judgement of one interaction (approved/corrected interactions become training data)."""
+    from pydantic import ValidationError
+
+    from tasks.interactions import record_feedback
+    from tasks.object_store import ObjectStoreError
+
+    if approve == (correct is not None):
+        fail("give exactly one of --approve or --correct TEXT")
+    cfg = settings()
+    try:
+        record = record_feedback(cfg, interaction_id, "approve" if approve else "correct", correct)
+    except (KeyError, ValueError, ValidationError, ObjectStoreError) as exc:
+        fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc))
+    data = {
+        "interaction_id": record.interaction_id, "verdict": record.verdict, "correction": record.correction,
+        "created_at": record.created_at, "previous": len(record.previous),
+    }
+    if json_output:
+        print_json(data)
+    else:
+        console.print(f"recorded {record.verdict} for {record.interaction_id}"
+                      + (f" (replaces {len(record.previous)} earlier)" if record.previous else ""))
+
+
+@eval_app.callback(invoke_without_command=True)
+def eval_behaviour(
+    ctx: typer.Context,
+    suite: Path | None = typer.Option(None, help="Suite YAML (default: settings.behaviour_suite)."),
+    sample: int | None = typer.Option(None, min=0, help="Recent interactions to add (default: settings)."),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Behaviour eval of the champion: pass rates with 95% CIs, gap attribution, drift; recorded in history."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from tasks.adapters import AdapterError
+    from tasks.answer import load_answering_model
+    from tasks.behaviour_eval import SuiteError, eval_suite, run_suite
+    from tasks.drift import assess, record_history, summarize
+    from tasks.gap_attribution import attribute_gaps
+    from tasks.index import IndexOperationError
+    from tasks.object_store import ObjectStoreError
+
+    cfg = settings()
+    try:
+        cases = eval_suite(cfg, suite, sample)
+        with console.status("loading the champion model..."):
+            loaded = load_answering_model(cfg)
+        with _progress() as progress:
+            bar = progress.add_task("answering cases", total=len(cases.cases))
+            report = run_suite(cfg, cases, loaded.model, loaded.tokenizer, loaded.adapter,
+                               progress=lambda i, n, _: progress.update(bar, completed=i))
+        with console.status("attributing failures (oracle re-asks)..."):
+            gaps = attribute_gaps(cfg, cases, report, loaded.model, loaded.tokenizer)
+        entry = summarize(report, gaps, assess(cfg, report, gaps))
+        record_history(cfg, entry)
+    except (SuiteError, AdapterError, IndexOperationError, ObjectStoreError) as exc:
+        fail(str(exc))
+    if json_output:
+        print_json({
+            "n": entry.n,
+            "checks": {name: {"pass_rate": s.pass_rate, "ci_low": s.ci_low, "ci_high": s.ci_high, "passed": s.passed,
+                              "n": s.n} for name, s in entry.checks.items()},
+            "gaps": entry.gaps,
+            "drift": entry.drift.drift,
+            "drifted": entry.drift.drifted,
+            "drift_detail": entry.drift.model_dump(mode="json"),
+            "adapter": entry.adapter,
+            "run_id": entry.run_id,
+            "cases_per_min": entry.cases_per_min,
+            "cases": [case.model_dump(mode="json") for case in entry.cases],
+        })
+        return
+    table = Table("check", "pass rate", "95% CI", "n")
+    for name, s in entry.checks.items():
+        table.add_row(name, f"{s.pass_rate:.0%}", f"{s.ci_low:.0%}–{s.ci_high:.0%}", str(s.n))
+    console.print(table)
+    console.print(f"gaps: {entry.gaps} | drift: {entry.drift.drift} {entry.drift.drifted} | "
+                  f"adapter: {entry.adapter or 'base'} | {entry.cases_per_min:.1f} cases/min")
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console)

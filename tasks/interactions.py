@@ -1,0 +1,284 @@
+"""The interaction log: every ask as one contract-checked object, plus human feedback, for later evals and training.
+
+Layout in the artifact store: `interactions/<YYYY-MM-DD>/<id>.json`, `feedback/<id>.json`; a record that
+fails the GX contract (data_contracts/interactions.yaml) goes to `quarantine/interactions/<id>.json` with
+its reasons instead, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import threading
+import uuid
+from collections.abc import Iterable
+from datetime import date, datetime, timedelta, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from tasks.object_store import ObjectStore, artifact_store
+from tasks.prompting import ParsedReply
+from tasks.settings import Settings
+
+log = logging.getLogger(__name__)
+CONTRACT_PATH = Path(__file__).resolve().parent.parent / "data_contracts" / "interactions.yaml"
+_ID = re.compile(r"^(\d{4})(\d{2})(\d{2})T\d{6}Z-[0-9a-f]{8}$")
+
+
+class Interaction(BaseModel):
+    """One logged ask: the question, the parsed reply (raw text kept), citations, model/adapter and latency."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    created_at: str
+    question: str
+    answer: str | None
+    sources: list[str]
+    format_ok: bool
+    raw: str
+    adapter: str | None
+    model: str
+    retrieved: list[str]
+    latency_ms: float
+
+    @property
+    def key(self) -> str:
+        return interaction_key(self.id)
+
+
+class Verdict(BaseModel):
+    """One human judgement: approve, or correct with the right answer."""
+
+    verdict: Literal["approve", "correct"]
+    correction: str | None = None
+    created_at: str
+
+
+class Feedback(Verdict):
+    """The latest judgement of one interaction; earlier ones are kept in `previous` (oldest first)."""
+
+    interaction_id: str
+    previous: list[Verdict] = []
+
+    @model_validator(mode="after")
+    def _correction_matches_verdict(self) -> Feedback:
+        if self.verdict == "correct" and not (self.correction or "").strip():
+            raise ValueError("a correction needs the corrected answer text")
+        if self.verdict == "approve" and self.correction is not None:
+            raise ValueError("an approval carries no correction text")
+        return self
+
+
+class LoggedInteraction(BaseModel):
+    interaction: Interaction
+    feedback: Feedback | None = None
+
+
+class InteractionRejected(ValueError):
+    """The interaction record failed the contract; it was quarantined with these reasons."""
+
+    def __init__(self, interaction_id: str, reasons: list[str], key: str):
+        super().__init__(f"interaction {interaction_id} failed the contract ({'; '.join(reasons)}); kept at {key}")
+        self.reasons = reasons
+        self.key = key
+
+
+def new_id(now: datetime | None = None) -> str:
+    """Time-sortable id whose first 8 digits are the UTC date (so the record's key follows from the id)."""
+    now = now or datetime.now(timezone.utc)
+    return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+
+
+def interaction_key(interaction_id: str) -> str:
+    match = _ID.match(interaction_id)
+    if not match:
+        raise ValueError(f"not an interaction id: {interaction_id!r}")
+    return f"interactions/{match[1]}-{match[2]}-{match[3]}/{interaction_id}.json"
+
+
+def new_interaction(
+    *, question: str, reply: ParsedReply, retrieved: list[str], adapter: str | None, latency_ms: float, model: str
+) -> Interaction:
+    now = datetime.now(timezone.utc)
+    return Interaction(
+        id=new_id(now),
+        created_at=now.isoformat(timespec="seconds"),
+        question=question,
+        answer=reply.answer,
+        sources=reply.sources,
+        format_ok=reply.format_ok,
+        raw=reply.raw,
+        adapter=adapter,
+        model=model,
+        retrieved=retrieved,
+        latency_ms=round(latency_ms, 1),
+    )
+
+
+def contract_violations(records: list[Interaction]) -> dict[str, list[str]]:
+    """Run the GX interactions contract on a batch; id -> reasons for every record that fails."""
+    import pandas as pd
+
+    rows = []
+    for record in records:
+        row = record.model_dump(mode="json")
+        row["sources"] = json.dumps(row["sources"])
+        row["retrieved"] = json.dumps(row["retrieved"])
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    result = _batch_definition().get_batch(batch_parameters={"dataframe": frame}).validate(
+        _contract(), result_format="COMPLETE"
+    )
+    failures: dict[str, list[str]] = {}
+    for outcome in result.results:
+        if outcome.success:
+            continue
+        config = outcome.expectation_config
+        reason = f"{config.type}({config.kwargs.get('column', '')})"
+        indices = outcome.result.get("unexpected_index_list")
+        for index in indices if indices is not None else range(len(records)):
+            failures.setdefault(records[int(index)].id, []).append(reason)
+    return failures
+
+
+def log_interaction(settings: Settings, interaction: Interaction, store: ObjectStore | None = None) -> str:
+    """Validate and append one interaction; returns its key. Raises InteractionRejected after quarantining."""
+    store = store or artifact_store(settings)
+    body = interaction.model_dump_json(indent=2).encode()
+    reasons = contract_violations([interaction]).get(interaction.id)
+    if reasons:
+        key = f"quarantine/interactions/{interaction.id}.json"
+        store.put(key, json.dumps({"reasons": reasons, "interaction": interaction.model_dump(mode="json")}).encode())
+        raise InteractionRejected(interaction.id, reasons, key)
+    store.put(interaction.key, body)
+    return interaction.key
+
+
+def get_interaction(settings: Settings, interaction_id: str, store: ObjectStore | None = None) -> Interaction:
+    store = store or artifact_store(settings)
+    try:
+        return Interaction.model_validate_json(store.get(interaction_key(interaction_id)))
+    except KeyError:
+        raise KeyError(f"no interaction {interaction_id!r} in {store.uri}") from None
+
+
+def record_feedback(
+    settings: Settings,
+    interaction_id: str,
+    verdict: Literal["approve", "correct"],
+    correction: str | None = None,
+    store: ObjectStore | None = None,
+) -> Feedback:
+    """Record a human verdict on a logged interaction (the interaction must exist); keeps earlier verdicts."""
+    store = store or artifact_store(settings)
+    get_interaction(settings, interaction_id, store)
+    key = f"feedback/{interaction_id}.json"
+    previous: list[Verdict] = []
+    if store.exists(key):
+        earlier = Feedback.model_validate_json(store.get(key))
+        previous = [*earlier.previous, Verdict(verdict=earlier.verdict, correction=earlier.correction,
+                                               created_at=earlier.created_at)]
+    feedback = Feedback(
+        interaction_id=interaction_id,
+        verdict=verdict,
+        correction=correction.strip() if correction is not None else None,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        previous=previous,
+    )
+    store.put(key, feedback.model_dump_json(indent=2).encode())
+    return feedback
+
+
+def recent_interactions(
+    settings: Settings, days: int = 7, today: date | None = None, store: ObjectStore | None = None
+) -> list[LoggedInteraction]:
+    """Interactions of the last `days` days (newest first), each with its feedback if any."""
+    store = store or artifact_store(settings)
+    today = today or datetime.now(timezone.utc).date()
+    keys: list[str] = []
+    for offset in range(days):
+        day = today - timedelta(days=offset)
+        keys.extend(info.key for info in store.list(f"interactions/{day.isoformat()}/"))
+    feedback = _all_feedback(store)
+    logged = [
+        LoggedInteraction(interaction=item, feedback=feedback.get(item.id)) for item in _load(store, keys)
+    ]
+    return sorted(logged, key=lambda x: x.interaction.id, reverse=True)
+
+
+def interactions_with_feedback(settings: Settings, store: ObjectStore | None = None) -> list[LoggedInteraction]:
+    """Every interaction a human approved or corrected (training data), oldest first."""
+    store = store or artifact_store(settings)
+    feedback = _all_feedback(store)
+    items = _load(store, [interaction_key(i) for i in sorted(feedback) if _ID.match(i)])
+    return [LoggedInteraction(interaction=item, feedback=feedback[item.id]) for item in items]
+
+
+def sample_recent(
+    settings: Settings, k: int, days: int = 7, seed: str | None = None, store: ObjectStore | None = None
+) -> list[LoggedInteraction]:
+    """A deterministic sample of k recent interactions with distinct questions (seed defaults to today)."""
+    if k <= 0:
+        return []
+    unique: dict[str, LoggedInteraction] = {}
+    for logged in recent_interactions(settings, days=days, store=store):
+        unique.setdefault(logged.interaction.question.strip().lower(), logged)
+    pool = sorted(unique.values(), key=lambda x: x.interaction.id)
+    rng = random.Random(seed or datetime.now(timezone.utc).date().isoformat())
+    return rng.sample(pool, min(k, len(pool)))
+
+
+def _all_feedback(store: ObjectStore) -> dict[str, Feedback]:
+    result = {}
+    for info in store.list("feedback/"):
+        try:
+            record = Feedback.model_validate_json(store.get(info.key))
+        except (ValidationError, KeyError) as exc:  # unreadable or vanished: skipped loudly, never fatal
+            log.warning("skipping feedback %s: %s", info.key, exc)
+            continue
+        result[record.interaction_id] = record
+    return result
+
+
+def _load(store: ObjectStore, keys: Iterable[str]) -> list[Interaction]:
+    items = []
+    for key in keys:
+        try:
+            items.append(Interaction.model_validate_json(store.get(key)))
+        except (ValidationError, KeyError) as exc:
+            log.warning("skipping interaction %s: %s", key, exc)
+            continue
+    return items
+
+
+def warm_contract() -> threading.Thread:
+    """Build the GX contract in the background (GX takes seconds to import) while the caller loads a model."""
+    thread = threading.Thread(target=lambda: (_contract(), _batch_definition()), name="gx-warm", daemon=True)
+    thread.start()
+    return thread
+
+
+@lru_cache(maxsize=1)
+def _contract():
+    import great_expectations as gx
+    import yaml
+
+    return gx.ExpectationSuite(**yaml.safe_load(CONTRACT_PATH.read_text(encoding="utf-8")))
+
+
+@lru_cache(maxsize=1)
+def _batch_definition():
+    """One ephemeral GX context per process (building it is the slow part, validating is ~0.1 s)."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    asset = context.data_sources.add_pandas("interactions").add_dataframe_asset("interactions")
+    return asset.add_batch_definition_whole_dataframe("all")

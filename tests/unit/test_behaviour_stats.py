@@ -1,0 +1,206 @@
+"""Wilson intervals, the suite file, drift detection and gap attribution on plain data."""
+
+from __future__ import annotations
+
+import pytest
+
+from tasks.behaviour_eval import CaseResult, CheckOutcome, EvalReport, Suite, SuiteError, check_stats, load_suite, wilson_interval
+from tasks.drift import Baseline, cohens_h, detect_drift, drift_counts, one_sided_drop_test, summarize
+from tasks.gap_attribution import GapAttribution, classify, gap_counts, needs_oracle, oracle_passages
+from tasks.settings import Settings
+
+SETTINGS = Settings(drift_min_n=8, drift_alpha=0.05, pass_rate_floor=0.5)
+
+
+@pytest.mark.parametrize(
+    "passed, n, low, high",
+    [(0, 10, 0.0, 0.2775), (5, 10, 0.2366, 0.7634), (10, 10, 0.7225, 1.0), (18, 20, 0.6990, 0.9721)],
+)
+def test_wilson_interval_matches_reference_values(passed, n, low, high):
+    got = wilson_interval(passed, n)
+    assert got == pytest.approx((low, high), abs=1e-4)
+
+
+def test_wilson_interval_edge_cases():
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    assert wilson_interval(0, 3)[0] == 0.0 and wilson_interval(3, 3)[1] == 1.0
+    with pytest.raises(ValueError):
+        wilson_interval(3, 2)
+    narrow, wide = wilson_interval(50, 100), wilson_interval(5, 10)
+    assert narrow[1] - narrow[0] < wide[1] - wide[0]
+
+
+def result(case_id: str, checks: dict[str, bool], gold=(), retrieved=()) -> CaseResult:
+    return CaseResult(
+        case_id=case_id, question="q", origin="golden", gold_docs=list(gold), retrieved=list(retrieved),
+        answer=None, sources=[], format_ok=checks.get("json_format", True), raw="",
+        checks={k: CheckOutcome(passed=v) for k, v in checks.items()}, latency_ms=1.0,
+    )
+
+
+def report(results: list[CaseResult]) -> EvalReport:
+    return EvalReport(suite="s", adapter_version="v1", started_at="t", seconds=60.0, checks=check_stats(results), cases=results)
+
+
+def stats(passed: int, n: int):
+    return check_stats([result(str(i), {"json_format": i < passed}) for i in range(n)])
+
+
+def test_check_stats_counts_only_applicable_checks():
+    rows = [result("a", {"json_format": True, "cites_gold": False}), result("b", {"json_format": False})]
+    got = check_stats(rows)
+    assert (got["json_format"].passed, got["json_format"].n) == (1, 2)
+    assert (got["cites_gold"].passed, got["cites_gold"].n, got["cites_gold"].pass_rate) == (0, 1, 0.0)
+
+
+def test_two_proportion_test_one_sided():
+    z, p = one_sided_drop_test(18, 20, 6, 20)
+    assert z < 0 and p < 0.001
+    _, p_up = one_sided_drop_test(6, 20, 18, 20)
+    assert p_up > 0.99  # an improvement is never a drop
+    assert one_sided_drop_test(10, 10, 10, 10) == (0.0, 1.0)
+    assert one_sided_drop_test(10, 10, 0, 10)[1] < 0.001
+    assert cohens_h(0.9, 0.3) == pytest.approx(1.3388, abs=1e-3)  # 2·asin√0.9 − 2·asin√0.3
+
+
+def test_significant_drop_is_drift_with_effect_size():
+    baseline = Baseline(adapter_version="v1", recorded_at="t", suite="s", checks=stats(18, 20))
+    got = detect_drift(SETTINGS, stats(9, 20), baseline, "v1", n=20)
+    assert got.drift and got.drifted == ["json_format"]
+    row = got.checks[0]
+    assert row.reason == "significant_drop" and row.effect == pytest.approx(0.45) and row.p_value < 0.01
+    payload = got.event_payload()
+    assert payload["checks"] == ["json_format"] and payload["n"] == 20
+    assert payload["effect_size"]["json_format"] == pytest.approx(0.45)
+
+
+def test_small_drop_or_small_sample_is_not_drift():
+    baseline = Baseline(adapter_version="v1", recorded_at="t", suite="s", checks=stats(18, 20))
+    assert not detect_drift(SETTINGS, stats(16, 20), baseline, "v1", n=20).drift  # noise
+    small = Baseline(adapter_version="v1", recorded_at="t", suite="s", checks=stats(5, 5))
+    tiny = detect_drift(SETTINGS, stats(3, 5), small, "v1", n=5)  # 100% -> 60% but n < drift_min_n
+    assert not tiny.drift and tiny.checks[0].p_value is not None
+
+
+def test_floor_without_baseline_needs_minimum_sample():
+    got = detect_drift(SETTINGS, stats(0, 10), None, None, n=10)
+    assert got.drift and got.checks[0].reason == "below_floor" and got.checks[0].effect == pytest.approx(0.5)
+    assert not got.has_baseline
+    assert not detect_drift(SETTINGS, stats(0, 4), None, None, n=4).drift
+    assert not detect_drift(SETTINGS, stats(6, 10), None, None, n=10).drift
+
+
+def test_classify_knowledge_behaviour_noise():
+    failing = {"json_format": True, "cites_gold": False}
+    missed = result("k", failing, gold=["a.md"], retrieved=["b.md", "c.md"])
+    gap = classify(missed, refusal=False)
+    assert gap.kind == "knowledge" and gap.missing_gold == ["a.md"] and not needs_oracle(missed)
+
+    found = result("f", failing, gold=["a.md"], retrieved=["b.md", "a.md"])
+    assert needs_oracle(found)
+    with pytest.raises(ValueError, match="oracle"):
+        classify(found, refusal=False)
+    still = result("f", {"json_format": False}, gold=["a.md"], retrieved=["a.md"])
+    assert classify(found, False, oracle=still).kind == "behaviour"
+    assert classify(found, False, oracle=still).oracle_failed_checks == ["json_format"]
+    fixed = result("f", {"json_format": True, "cites_gold": True}, gold=["a.md"], retrieved=["a.md"])
+    assert classify(found, False, oracle=fixed).kind == "retrieval_noise"
+    empty_oracle = result("f", {"json_format": False}, gold=["a.md"], retrieved=[])
+    assert classify(found, False, oracle=empty_oracle).kind == "knowledge"
+
+
+def test_classify_partial_gold_refusals_and_unattributed():
+    partial = result("p", {"cites_gold": False}, gold=["a.md", "b.md"], retrieved=["b.md"])
+    assert needs_oracle(partial)
+    assert classify(result("ok", {"json_format": True}, gold=["a.md"]), refusal=False) is None
+    assert classify(result("r", {"refuses_without_context": False}), refusal=True).kind == "behaviour"
+    assert classify(result("i", {"json_format": False}), refusal=False) is None
+
+
+def test_knowledge_and_noise_cases_do_not_count_toward_drift():
+    rows = [result(f"b{i}", {"json_format": True}) for i in range(8)]
+    rows += [result(f"k{i}", {"json_format": False}, gold=["x"]) for i in range(8)]
+    gaps = [GapAttribution(case_id=f"k{i}", kind="knowledge" if i % 2 else "retrieval_noise", failed_checks=["json_format"]) for i in range(8)]
+    counted, excluded = drift_counts(report(rows), gaps)
+    assert excluded == 8 and counted["json_format"].n == 8 and counted["json_format"].pass_rate == 1.0
+    assert not detect_drift(SETTINGS, counted, None, "v1", n=8, excluded=excluded).drift
+    all_counted, _ = drift_counts(report(rows), [])
+    assert detect_drift(SETTINGS, all_counted, None, "v1", n=16).drift is False  # 50% is not under the floor
+    assert gap_counts(gaps) == {"knowledge": 4, "behaviour": 0, "retrieval_noise": 4}
+
+
+def test_summary_shows_gap_per_case():
+    rows = [result("a", {"json_format": True}), result("b", {"json_format": False}, gold=["x"], retrieved=["y"])]
+    gap = classify(rows[1], refusal=False)
+    drift = detect_drift(SETTINGS, check_stats(rows), None, "v1", n=2)
+    record = summarize(report(rows), [gap], drift)
+    assert [c.gap for c in record.cases] == [None, "knowledge"]
+    assert record.gaps == {"knowledge": 1, "behaviour": 0, "retrieval_noise": 0}
+    assert record.cases_per_min == 2.0
+
+
+def test_oracle_passages_keeps_the_chunks_sharing_most_words_in_order():
+    from dataclasses import dataclass
+
+    @dataclass
+    class Hit:
+        doc_id: str
+        text: str
+
+    chunks = [Hit("a", "intro text"), Hit("a", "refund within 30 days"), Hit("a", "shipping costs"), Hit("a", "refund policy days")]
+    got = oracle_passages("How many days for a refund?", chunks, limit=2)
+    assert [c.text for c in got] == ["refund within 30 days", "refund policy days"]
+    assert oracle_passages("q", chunks[:2], limit=5) == chunks[:2]
+
+
+def test_suite_file_validation(tmp_path):
+    path = tmp_path / "suite.yaml"
+    path.write_text("name: s\ncases:\n  - {id: a, question: 'Q?', gold_docs: [x.md]}\n  - {id: r, question: 'Z?', refusal: true}\n")
+    suite = load_suite(path)
+    assert suite.checks_for(suite.cases[0])[0] == "json_format"
+    assert "refuses_without_context" in suite.checks_for(suite.cases[1])
+    path.write_text("name: s\ncases:\n  - {id: a, question: 'Q?', checks: [nope]}\n")
+    with pytest.raises(SuiteError, match="unknown checks"):
+        load_suite(path)
+    path.write_text("name: s\ncases:\n  - {id: a, question: 'Q?'}\n  - {id: a, question: 'R?'}\n")
+    with pytest.raises(SuiteError, match="duplicate case ids"):
+        load_suite(path)
+    with pytest.raises(SuiteError, match="not found"):
+        load_suite(tmp_path / "missing.yaml")
+    assert isinstance(Suite(name="x"), Suite)
+
+
+def test_shipped_suite_matches_the_example_corpus():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "examples"
+    suite = load_suite(root / "behaviour_suite.yaml")
+    assert 16 <= len(suite.cases) <= 24
+    refusals = [c for c in suite.cases if c.refusal]
+    assert 2 <= len(refusals) <= 3 and all(not c.gold_docs for c in refusals)
+    for case in suite.cases:
+        for doc in case.gold_docs:
+            assert (root / "corpus" / doc).is_file(), f"{case.id}: gold doc {doc} is not in examples/corpus"
+        if not case.refusal:
+            assert case.gold_docs and case.expected_keywords, case.id
+
+
+def test_trend_chart_and_case_table():
+    from tasks.behaviour_report import case_rows, sparkline, trend_markdown
+
+    assert sparkline([0.0, 0.5, 1.0]) == "▁▅█"
+    assert trend_markdown([]) == "No behaviour eval runs recorded yet."
+    base = [result(f"c{i}", {"json_format": False}, gold=["x"], retrieved=["x"]) for i in range(8)]
+    tuned = [result(f"c{i}", {"json_format": i > 0}, gold=["x"], retrieved=["x"]) for i in range(8)]
+    runs = []
+    for rows, adapter in ((base, None), (tuned, "v2")):
+        rep = report(rows).model_copy(update={"adapter_version": adapter})
+        gaps = [classify(r, False, oracle=r) for r in rows if not r.passed]
+        runs.append(summarize(rep, gaps, detect_drift(SETTINGS, rep.checks, None, adapter, n=8)))
+    text = trend_markdown(runs)
+    assert "| json_format | `▁▇` | 0% | 88% (7/8) |" in text
+    assert "base → v2" in text and "drift: **no**" in text
+    first = trend_markdown(runs[:1])
+    assert "drift: **yes** (json_format)" in first
+    rows = case_rows(runs[0])
+    assert len(rows) == 8 and rows[0]["gap"] == "behaviour" and rows[0]["passed"] == "no"

@@ -1,0 +1,83 @@
+"""The house reply parser: finds the JSON reply in messy model output, validates it, never raises."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from tasks.prompting import SYSTEM_PROMPT, build_messages, format_reply, parse_reply
+
+
+@dataclass
+class Hit:
+    doc_id: str
+    text: str
+
+
+def test_plain_json_reply_parses():
+    reply = parse_reply('{"answer": "30 days", "sources": ["policies/returns.md"]}')
+    assert reply.format_ok and reply.answer == "30 days" and reply.sources == ["policies/returns.md"]
+
+
+def test_fenced_json_with_surrounding_text_parses():
+    raw = 'Sure! Here is the answer:\n```json\n{"answer": "EUR 49", "sources": ["prices.md"]}\n```\nHope it helps.'
+    reply = parse_reply(raw)
+    assert reply.format_ok and reply.answer == "EUR 49" and reply.sources == ["prices.md"]
+    assert reply.raw == raw
+
+
+def test_null_answer_is_a_valid_refusal():
+    reply = parse_reply('{"answer": null, "sources": []}')
+    assert reply.format_ok and reply.answer is None and reply.sources == []
+
+
+def test_first_valid_object_wins_over_earlier_invalid_one():
+    reply = parse_reply('{"note": 1} then {"answer": "yes", "sources": ["a.md"]}')
+    assert reply.format_ok and reply.answer == "yes"
+
+
+@pytest.mark.parametrize(
+    "raw, error",
+    [
+        ("The return window is 30 days.", "no JSON object"),
+        ('{"answer": "x", "sources": ["a"]', "no JSON object"),  # truncated by max_new_tokens
+        ('{"answer": 3, "sources": []}', "'answer' must be"),
+        ('{"answer": "x", "sources": "a.md"}', "'sources' must be"),
+        ('{"answer": "x", "sources": [1]}', "'sources' must be"),
+        ('{"answer": "x"}', "not exactly"),
+        ('{"answer": "x", "sources": [], "confidence": 1}', "not exactly"),
+        ("[1, 2, 3]", "no JSON object"),
+        ("", "no JSON object"),
+        ("{{{{ }}}} ``` ```json", "not exactly"),  # "{ }" decodes to an empty object
+    ],
+)
+def test_malformed_replies_are_flagged_with_raw_text(raw, error):
+    reply = parse_reply(raw)
+    assert not reply.format_ok
+    assert error in reply.error
+    assert reply.answer == (raw.strip() or None)
+    assert reply.sources == []
+
+
+@pytest.mark.parametrize("raw", [None, 42, b'{"answer": "x", "sources": []}'])
+def test_non_text_never_raises(raw):
+    assert parse_reply(raw).format_ok is False
+
+
+def test_format_reply_round_trips_through_the_parser():
+    text = format_reply("Ja, 30 Tage – \"frei\"", ["a/b.md"])
+    reply = parse_reply(text)
+    assert reply.format_ok and reply.answer == 'Ja, 30 Tage – "frei"' and reply.sources == ["a/b.md"]
+
+
+def test_prompt_numbers_passages_and_names_their_doc_ids():
+    messages = build_messages("  How long? ", [Hit("a.md", "first  text"), Hit("b.md", "second\ntext")])
+    assert messages[0] == {"role": "system", "content": SYSTEM_PROMPT}
+    user = messages[1]["content"]
+    assert "[1] (doc: a.md)\nfirst text" in user and "[2] (doc: b.md)\nsecond text" in user
+    assert user.endswith("Question: How long?")
+
+
+def test_prompt_without_passages_says_so():
+    assert "(no passages)" in build_messages("q", [])[1]["content"]
