@@ -58,12 +58,12 @@ class Settings(BaseSettings):
 
     # Orchestration (deployments served by `hybridops serve`)
     runner_poll_seconds: float = Field(
-        1.0, gt=0, description="How often `serve` asks the Prefect server for runs to start (event -> run latency)."
+        0.5, gt=0, description="How often `serve` asks the Prefect server for runs to start (event -> run latency)."
     )
     warm_start: bool = Field(
         True, description="`serve` starts flow runs from a pre-imported process (forkserver): ~1 s instead of ~8 s."
     )
-    watch_poll_seconds: float = Field(1.0, gt=0, description="How often watch-landing lists the landing zone.")
+    watch_poll_seconds: float = Field(0.5, gt=0, description="How often watch-landing lists the landing zone.")
     watch_run_minutes: float = Field(
         10.0, gt=0, description="Each watch-landing run polls this long; its interval schedule starts the next."
     )
@@ -103,7 +103,7 @@ class Settings(BaseSettings):
         None, description="Golden retrieval set (JSONL) for `eval retrieval` and the rebuild gate "
         "(default: examples/golden_retrieval.jsonl)."
     )
-    refresh_batch_docs: int = Field(64, description="Documents per refresh batch (one Prefect task each).")
+    refresh_batch_docs: int = Field(256, description="Documents per refresh batch (one Prefect task each).")
 
     # Behaviour path
     max_new_tokens: int = 96
@@ -113,8 +113,8 @@ class Settings(BaseSettings):
     lora_target_modules: list[str] = ["q_proj", "v_proj"]
     train_steps: int = 30
     train_batch_size: int = 4
-    learning_rate: float = 3e-4
-    max_seq_len: int = 384
+    learning_rate: float = 1e-3
+    max_seq_len: int = 1024
     train_bf16: bool = True
     train_seed: int = 0
     train_validation_fraction: float = 0.15

@@ -1,0 +1,260 @@
+"""CLI commands of the knowledge path: land, refresh, search, eval retrieval, quarantine list, index list/rollback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from flows.cli import app, eval_app, index_app, quarantine_app
+from flows.cli.common import JSON_OPTION, console, fail, print_json, settings
+
+
+@contextmanager
+def clear_errors(json_output: bool) -> Iterator[None]:
+    """Unreachable services, rejected writes and bad input end the command with a clear message, exit 1."""
+    from weaviate.exceptions import WeaviateBaseError
+
+    from tasks.contracts import ContractError
+    from tasks.index import IndexOperationError
+    from tasks.model_runtime import ModelError
+    from tasks.object_store import ObjectStoreError
+    from tasks.refresh import RefreshError
+
+    expected = (ObjectStoreError, WeaviateBaseError, IndexOperationError, RefreshError, ContractError, ModelError,
+                OSError, ValueError)
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except expected as exc:
+        message = _describe(exc)
+        if json_output:
+            print_json({"error": message})
+        fail(message)
+
+
+def _describe(exc: BaseException) -> str:
+    from weaviate.exceptions import WeaviateBaseError
+
+    if isinstance(exc, WeaviateBaseError):
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"Weaviate: {first}"
+    return str(exc)
+
+
+# land -------------------------------------------------------------------------------------------
+
+
+@app.command("land")
+def land_command(
+    paths: list[Path] = typer.Argument(None, help="Files or folders to copy into the landing zone."),
+    remove: str | None = typer.Option(None, "--remove", help="Delete this document id from the landing zone."),
+    prefix: str = typer.Option("", "--prefix", help="Land under this key prefix (e.g. 'policies/')."),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Copy files/folders into the landing zone keeping relative paths, or remove one document."""
+    from tasks.landing import land, remove as remove_doc
+    from tasks.object_store import landing_zone
+
+    cfg = settings()
+    if bool(paths) == bool(remove):
+        fail("give PATH... to land, or --remove DOC_ID (not both)")
+    with clear_errors(json_output):
+        store = landing_zone(cfg)
+        if remove:
+            removed = remove_doc(store, remove)
+            if json_output:
+                print_json({"removed": remove if removed else None, "landing": cfg.landing_uri})
+            else:
+                console.print(f"{'removed' if removed else 'not in the landing zone:'} {remove}")
+            if not removed:
+                raise typer.Exit(1)
+            return
+        landed = land(store, list(paths), prefix=prefix)
+    if json_output:
+        print_json({"landed": [f.doc_id for f in landed], "count": len(landed), "landing": cfg.landing_uri,
+                    "bytes": sum(f.size for f in landed)})
+    else:
+        console.print(f"landed {len(landed)} documents into {cfg.landing_uri}")
+
+
+# refresh ----------------------------------------------------------------------------------------
+
+
+@app.command("refresh")
+def refresh_command(
+    full: bool = typer.Option(False, "--full", help="Build a new index generation; flip the alias if it passes."),
+    verify: bool = typer.Option(False, "--verify", help="Deep-check every object against the landing zone and repair."),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Reconcile the index with the landing zone (embedding only changed chunks)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from tasks.refresh import refresh_lock, run_refresh
+
+    cfg = settings()
+    with clear_errors(json_output), refresh_lock(cfg):
+        with Progress(TextColumn("refresh"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, transient=json_output) as bar:
+            task = bar.add_task("documents", total=None)
+            report = run_refresh(cfg, full=full, verify=verify,
+                                 on_progress=lambda done, total: bar.update(task, completed=done, total=total))
+    data = report.model_dump(mode="json")
+    if json_output:
+        print_json(data)
+    else:
+        _print_refresh(data)
+    if report.gate is not None and report.gate.status == "failed":
+        console.print(f"[bold red]rebuilt generation not promoted:[/] {report.gate.reason}")
+        raise typer.Exit(3)
+
+
+def _print_refresh(data: dict[str, Any]) -> None:
+    docs, chunks = data["documents"], data["chunks"]
+    console.print(
+        f"[bold]{data['collection']}[/] ({data['mode']}): "
+        + ", ".join(f"{k} {v}" for k, v in docs.items())
+        + f"; chunks embedded {chunks['embedded']}, reused {chunks['reused']}, deleted {chunks['deleted']}, "
+        f"total {chunks['total']} in {data['duration_s']:.1f}s"
+    )
+    for q in data["quarantined"]:
+        console.print(f"  [yellow]quarantined[/] {q['doc_id']}: {'; '.join(q['reasons'])}")
+    if data.get("verify"):
+        console.print(f"  verify: {data['verify']}")
+
+
+# search -----------------------------------------------------------------------------------------
+
+
+def _parse_where(items: list[str] | None) -> dict[str, str] | None:
+    where = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(f"--where expects key=value, got {item!r}")
+        where[key.strip()] = value.strip()
+    return where or None
+
+
+@app.command("search")
+def search_command(
+    query: str = typer.Argument(..., help="What to look for."),
+    k: int = typer.Option(5, "--k", min=1, max=100, help="How many chunks to return."),
+    mode: str = typer.Option("hybrid", "--mode", help="hybrid | vector | bm25"),
+    alpha: float | None = typer.Option(None, "--alpha", min=0.0, max=1.0, help="Hybrid weight of the vector side."),
+    where: list[str] = typer.Option(None, "--where", help="key=value filter (doc_id, title or metadata); repeatable."),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Retrieve the best chunks from the live index."""
+    from tasks.search import MODES, search
+
+    cfg = settings()
+    if mode not in MODES:
+        fail(f"--mode must be one of {', '.join(MODES)}")
+    with clear_errors(json_output):
+        hits = search(cfg, query, k=k, mode=mode, alpha=alpha, where=_parse_where(where))
+    if json_output:
+        print_json({"results": [h.model_dump(include={"doc_id", "chunk_id", "score", "title", "text", "chunk_index"})
+                                for h in hits]})
+        return
+    for rank, hit in enumerate(hits, start=1):
+        console.print(f"[bold]{rank}. {hit.doc_id}[/] #{hit.chunk_index}  score {hit.score:.3f}  {hit.title}")
+        console.print("   " + hit.text[:240].replace("\n", " "))
+
+
+# eval retrieval ---------------------------------------------------------------------------------
+
+
+@eval_app.command("retrieval")
+def eval_retrieval_command(
+    golden: Path | None = typer.Option(None, "--golden", help="Golden JSONL (default examples/golden_retrieval.jsonl)."),
+    k: int | None = typer.Option(None, "--k", min=1, help="Documents considered per question (default recall_k)."),
+    mode: str = typer.Option("hybrid", "--mode", help="hybrid | vector | bm25"),
+    alpha: float | None = typer.Option(None, "--alpha", min=0.0, max=1.0),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Recall@k and MRR of the live index on the golden retrieval set."""
+    from tasks.retrieval_eval import run_retrieval_eval
+
+    cfg = settings()
+    with clear_errors(json_output):
+        report = run_retrieval_eval(cfg, golden or cfg.golden_retrieval, k=k, mode=mode, alpha=alpha)
+    data = report.model_dump(mode="json")
+    data[f"recall@{report.k}"] = report.recall_at_k
+    if json_output:
+        print_json(data)
+        return
+    console.print(
+        f"{report.collection}: recall@{report.k} {_fmt(report.recall_at_k)}, MRR {_fmt(report.mrr)} over "
+        f"{report.applicable} questions ({len(report.skipped)} skipped: gold documents not landed)"
+    )
+    for r in report.results:
+        if not r.hit:
+            console.print(f"  [yellow]miss[/] {r.question} -> got {r.retrieved_doc_ids}, gold {r.gold_doc_ids}")
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+# quarantine / index -----------------------------------------------------------------------------
+
+
+@quarantine_app.command("list")
+def quarantine_list_command(
+    kind: str | None = typer.Option(None, "--kind", help="documents | training (default: both)."),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """What is held back by the data contracts, and why."""
+    from tasks.object_store import artifact_store
+    from tasks.quarantine import list_quarantined
+
+    cfg = settings()
+    if kind not in (None, "documents", "training"):
+        fail("--kind must be documents or training")
+    with clear_errors(json_output):
+        entries = list_quarantined(artifact_store(cfg), kind)
+    if json_output:
+        print_json({"quarantined": [e.to_dict() for e in entries], "count": len(entries)})
+        return
+    if not entries:
+        console.print("nothing is quarantined")
+    for e in entries:
+        console.print(f"[bold]{e.kind}/{e.item_id}[/] ({e.quarantined_at}): {'; '.join(e.reasons)}")
+
+
+@index_app.command("list")
+def index_list_command(json_output: bool = JSON_OPTION) -> None:
+    """Index generations, their embedding model, state and size; which one is live."""
+    from tasks.index import alias_name, list_generations
+    from tasks.weaviate_client import weaviate_session
+
+    cfg = settings()
+    with clear_errors(json_output), weaviate_session(cfg) as client:
+        gens = list_generations(client, cfg, count=True)
+    if json_output:
+        print_json({"alias": alias_name(cfg), "generations": [g.model_dump(mode="json") for g in gens]})
+        return
+    for g in gens:
+        console.print(f"{'*' if g.live else ' '} {g.name}  {g.state:9} {g.embedding_model}  {g.objects} objects  "
+                      f"{g.created_at}")
+
+
+@index_app.command("rollback")
+def index_rollback_command(json_output: bool = JSON_OPTION) -> None:
+    """Point the alias back at the previous ready generation."""
+    from tasks.index import point_alias, rollback_target
+    from tasks.weaviate_client import weaviate_session
+
+    cfg = settings()
+    with clear_errors(json_output), weaviate_session(cfg) as client:
+        live, previous = rollback_target(client, cfg)
+        point_alias(client, cfg, previous.name)
+    if json_output:
+        print_json({"from": live.name, "to": previous.name, "embedding_model": previous.embedding_model})
+    else:
+        console.print(f"alias now points at {previous.name} (was {live.name}); run `hybridops refresh` to catch up")

@@ -1,0 +1,27 @@
+"""Flow `rebuild_index` (manual): a full rebuild into a new index generation.
+
+Steps: run `refresh_index` with full=True -> every landed document is indexed into a fresh collection
+(embeddings come from the cache where the text is unchanged) -> the golden-set retrieval eval gates it ->
+the alias flips only if recall@k holds up; the previous generation is kept for `hybridops index rollback`.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.refresh_index import RefreshParams, refresh_index
+from tasks.refresh_report import RefreshReport
+
+
+@flow(name="rebuild_index")
+def rebuild_index(verify: bool = False) -> RefreshReport:
+    """Build a new index generation from the landing zone and flip the alias if it passes the gate.
+
+    Args:
+        verify: Also deep-check every indexed object against the landing zone.
+    """
+    return refresh_index(RefreshParams(full=True, verify=verify))
+
+
+if __name__ == "__main__":
+    rebuild_index()

@@ -1,0 +1,95 @@
+"""Helpers shared by the knowledge-path integration tests (real Weaviate, MinIO, models)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tasks.contracts import make_candidate, validate_documents
+from tasks.chunking import chunk_document
+from tasks.embeddings import load_embedder
+from tasks.index import alias_name, chunk_uuid, list_generations, live_name, read_index_state
+from tasks.landing import landed_documents
+from tasks.object_store import landing_zone
+from tasks.rebuild import effective_max_tokens
+from tasks.settings import Settings
+from tasks.weaviate_client import weaviate_session
+
+REPO = Path(__file__).resolve().parents[2]
+CORPUS = REPO / "examples" / "corpus"
+BAD = REPO / "examples" / "bad"
+
+
+def put(settings: Settings, docs: dict[str, bytes | str]) -> None:
+    store = landing_zone(settings)
+    for doc_id, data in docs.items():
+        store.put(doc_id, data.encode("utf-8") if isinstance(data, str) else data)
+
+
+def index_state(settings: Settings) -> dict:
+    with weaviate_session(settings) as client:
+        name = live_name(client, settings)
+        assert name is not None, "no live generation"
+        return read_index_state(client.collections.use(name), with_text=True)
+
+
+def expected_state(settings: Settings) -> dict[str, list[tuple[str, str]]]:
+    """What the index must hold for the current landing zone: doc id -> [(uuid, text)] of passing docs."""
+    embedder = load_embedder(settings)
+    store = landing_zone(settings)
+    candidates = [make_candidate(o.key, store.get(o.key), o.version, settings) for o in landed_documents(store)]
+    result = validate_documents(candidates, settings)
+    max_tokens = effective_max_tokens(settings, embedder)
+    expected = {}
+    for doc in result.passed:
+        chunks = chunk_document(doc, embedder.count_tokens, max_tokens, settings.chunk_overlap)
+        expected[doc.doc_id] = [(chunk_uuid(doc.doc_id, i), c.text) for i, c in enumerate(chunks)]
+    return expected
+
+
+def assert_index_matches_landing(settings: Settings, allow_extra_docs: set[str] = frozenset()) -> None:
+    """Exactly the landing state: every passing doc with exactly its chunks, no duplicates, no orphans."""
+    state = index_state(settings)
+    expected = expected_state(settings)
+    assert set(state) - set(allow_extra_docs) == set(expected)
+    for doc_id, chunks in expected.items():
+        records = state[doc_id]
+        assert [(r.uuid, r.text) for r in records] == chunks, doc_id
+        assert len({r.chunk_index for r in records}) == len(records)
+
+
+def generations(settings: Settings):
+    with weaviate_session(settings) as client:
+        return list_generations(client, settings, count=True)
+
+
+def drop_namespace(settings: Settings) -> None:
+    """Delete every collection and the alias this test's namespace created."""
+    with weaviate_session(settings) as client:
+        if client.alias.get(alias_name=alias_name(settings)):
+            client.alias.delete(alias_name=alias_name(settings))
+        for gen in list_generations(client, settings):
+            client.collections.delete(gen.name)
+
+
+def cli(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the real `hybridops` console script of this venv."""
+    return subprocess.run([str(Path(sys.executable).parent / "hybridops"), *args], env=env, capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO)
+
+
+def cli_json(env: dict[str, str], *args: str) -> dict:
+    done = cli(env, *args, "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stdout  # exactly one JSON object on stdout
+    return json.loads(lines[0])
+
+
+def section_doc(heading: str, sections: dict[str, str], **front: str) -> str:
+    """A markdown document: front matter (e.g. title), a '#' heading and one '##' section per entry."""
+    head = "".join(f"{k}: {v}\n" for k, v in front.items())
+    body = "".join(f"## {name}\n\n{text}\n\n" for name, text in sections.items())
+    return f"---\n{head}---\n# {heading}\n\n{body}"

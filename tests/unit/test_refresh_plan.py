@@ -1,0 +1,207 @@
+"""The refresh's pure decisions: what is certainly unchanged, what needs work, what is deleted, how a doc changed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tasks.documents import Document
+from tasks.embedding_cache import EmbeddingCache, embed_cached, text_hash
+from tasks.index import ChunkRecord, Generation, chunk_uuid, meta_pairs
+from tasks.object_store import ObjectInfo
+from tasks.rebuild import Target
+from tasks.refresh import classify, expected_records, is_complete, needs_write, plan_refresh
+from tasks.landing import plan_landing
+
+MODEL = "mini@bf16"
+CHUNKING = "v1;tok=mini;max=254;overlap=32"
+
+
+def target() -> Target:
+    gen = Generation(name="T_Docs_1", number=1, embedding_model=MODEL, dim=4, state="ready", created_at="")
+    return Target(generation=gen, live=gen, rebuild=False, reason="incremental", chunking=CHUNKING, max_tokens=254)
+
+
+def records(doc_id: str, texts: list[str], version: str = "v1", meta: str = "m1", source: str = "s1",
+            model: str = MODEL) -> list[ChunkRecord]:
+    return [
+        ChunkRecord(uuid=chunk_uuid(doc_id, i), doc_id=doc_id, chunk_index=i, chunk_count=len(texts),
+                    text_hash=text_hash(t), meta_hash=meta, doc_text_hash="d:" + "".join(texts), source_hash=source,
+                    source_version=version, chunking=CHUNKING, embedding_model=model)
+        for i, t in enumerate(texts)
+    ]
+
+
+def test_complete_current_documents_are_skipped_without_reading_them():
+    state = {"a.md": records("a.md", ["x", "y"]), "b.md": records("b.md", ["z"])}
+    landed = [ObjectInfo("a.md", 10, "v1"), ObjectInfo("b.md", 5, "v2")]
+    plan = plan_refresh(landed, state, target(), deep=False)
+    assert plan.unchanged == ["a.md"]
+    assert [w.doc_id for w in plan.work] == ["b.md"]  # new store version: must be read
+    assert plan.work[0].indexed == state["b.md"]
+    assert plan.deletions == {}
+
+
+def test_new_documents_are_work_and_vanished_ones_are_deleted_with_their_chunk_count():
+    state = {"gone.md": records("gone.md", ["1", "2", "3"])}
+    plan = plan_refresh([ObjectInfo("new.md", 3, "v1")], state, target(), deep=False)
+    assert [w.doc_id for w in plan.work] == ["new.md"] and plan.work[0].indexed == []
+    assert plan.deletions == {"gone.md": 3}
+
+
+def test_deep_mode_reads_everything():
+    state = {"a.md": records("a.md", ["x"])}
+    plan = plan_refresh([ObjectInfo("a.md", 1, "v1")], state, target(), deep=True)
+    assert plan.unchanged == [] and [w.doc_id for w in plan.work] == ["a.md"]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["missing_chunk", "mixed_versions", "other_model", "stray_index", "foreign_uuid"],
+)
+def test_half_written_or_foreign_index_state_is_never_trusted(damage):
+    recs = records("a.md", ["x", "y", "z"])
+    if damage == "missing_chunk":
+        recs = recs[:2]
+    elif damage == "mixed_versions":  # a crash between upserting chunk 0 and chunk 1 of a new version
+        recs[0] = recs[0].model_copy(update={"source_version": "v2", "source_hash": "s2"})
+    elif damage == "other_model":
+        recs = records("a.md", ["x", "y", "z"], model="other@fp32")
+    elif damage == "stray_index":
+        recs.append(recs[2].model_copy(update={"chunk_index": 3, "uuid": chunk_uuid("a.md", 3)}))
+    elif damage == "foreign_uuid":
+        recs[1] = recs[1].model_copy(update={"uuid": "00000000-0000-0000-0000-000000000001"})
+    assert not is_complete("a.md", recs, CHUNKING, MODEL)
+    plan = plan_refresh([ObjectInfo("a.md", 1, "v1")], {"a.md": recs}, target(), deep=False)
+    assert [w.doc_id for w in plan.work] == ["a.md"]
+
+
+def test_a_chunking_change_rechunks_everything():
+    recs = records("a.md", ["x"])
+    assert is_complete("a.md", recs, CHUNKING, MODEL)
+    assert not is_complete("a.md", recs, "tok=mini;max=128;overlap=16", MODEL)
+
+
+def test_training_area_is_never_a_document():
+    from tasks.landing import is_document_key
+
+    assert not is_document_key("_training/batch.jsonl") and is_document_key("policies/_training.md")
+
+
+def _expected(texts: list[str], meta: str = "m1", source: str = "s1") -> list[ChunkRecord]:
+    return records("a.md", texts, meta=meta, source=source)
+
+
+def test_classify_tells_the_four_kinds_of_change_apart():
+    old = _expected(["x", "y"])
+    assert classify(_expected(["x", "y"]), []) == "added"
+    assert classify(_expected(["x", "y"]), old) == "unchanged"
+    assert classify(_expected(["x", "y"], meta="m2"), old) == "metadata_only"
+    assert classify(_expected(["x", "y2"]), old) == "updated"
+    assert classify(_expected(["x"]), old) == "updated"
+    assert classify(_expected(["x", "y", "z"]), old) == "updated"
+
+
+def test_same_text_new_bytes_is_unchanged_but_bookkeeping_is_rewritten():
+    old = _expected(["x"])
+    new = _expected(["x"], source="s2")
+    assert classify(new, old) == "unchanged"
+    assert needs_write(new, old)
+    assert not needs_write(old, old)
+    assert needs_write(old, old, texts_ok=False)  # deep verify found an edited text property
+
+
+def test_expected_records_are_deterministic_and_positional():
+    doc = Document(doc_id="p/q.md", title="Q", text="t", metadata={}, text_hash="th", meta_hash="mh",
+                   source_version="v9")
+
+    class C:
+        def __init__(self, text):
+            self.text = text
+
+    one = expected_records(doc, [C("alpha"), C("beta")], "sh", target())
+    two = expected_records(doc, [C("alpha"), C("beta")], "sh", target())
+    assert one == two
+    (first, text), (second, _) = one
+    assert text == "alpha" and first.uuid == chunk_uuid("p/q.md", 0) and second.uuid == chunk_uuid("p/q.md", 1)
+    assert first.chunk_count == 2 and first.source_version == "v9" and first.embedding_model == MODEL
+    assert first.text_hash == text_hash("alpha")
+
+
+def test_meta_pairs_flatten_tags_and_spell_scalars_like_the_where_filter():
+    pairs = meta_pairs({"tags": ["refunds", "policy"], "public": True, "version": 3, "team": "care, ops"})
+    assert pairs == ["public=true", "tags=refunds", "tags=policy", "team=care, ops", "version=3"]
+    joined = meta_pairs({"tags": "shipping, delivery"})  # the parser joins front-matter lists
+    assert joined == ["tags=shipping, delivery", "tags=shipping", "tags=delivery"]
+
+
+def test_landing_keeps_relative_paths_and_refuses_collisions(tmp_path):
+    (tmp_path / "docs" / "sub").mkdir(parents=True)
+    (tmp_path / "docs" / "a.md").write_text("a")
+    (tmp_path / "docs" / "sub" / "b.txt").write_text("b")
+    (tmp_path / "c.md").write_text("c")
+    pairs = plan_landing([tmp_path / "docs", tmp_path / "c.md"], prefix="kb")
+    assert [d for _, d in pairs] == ["kb/a.md", "kb/sub/b.txt", "kb/c.md"]
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "a.md").write_text("clash")
+    with pytest.raises(ValueError, match="a.md"):
+        plan_landing([tmp_path / "docs", tmp_path / "other"])
+
+
+class CountingEmbedder:
+    model_id = "counting@fp32"
+    dim = 3
+
+    def __init__(self):
+        self.calls: list[list[str]] = []
+
+    def embed(self, texts, progress=False):
+        self.calls.append(list(texts))
+        return np.array([[len(t), 1.0, 0.0] for t in texts], dtype=np.float32)
+
+
+def test_embedding_cache_never_embeds_the_same_text_twice(tmp_path):
+    embedder = CountingEmbedder()
+    with EmbeddingCache(tmp_path / "e.sqlite3") as cache:
+        vectors, stats = embed_cached(embedder, cache, ["a", "bb", "a"])
+        assert (stats.embedded, stats.reused) == (2, 0)
+        vectors2, stats2 = embed_cached(embedder, cache, ["bb", "ccc"])
+        assert (stats2.embedded, stats2.reused) == (1, 1)
+        assert embedder.calls == [["a", "bb"], ["ccc"]]
+        assert np.array_equal(vectors2[text_hash("bb")], vectors[text_hash("bb")])
+        assert cache.count("counting@fp32") == 3 and cache.count("other@fp32") == 0
+    with EmbeddingCache(tmp_path / "e.sqlite3") as reopened:  # persistent across processes/runs
+        _, stats3 = embed_cached(embedder, reopened, ["a", "bb", "ccc"])
+        assert stats3.embedded == 0 and len(embedder.calls) == 2
+
+
+def test_vectors_recovered_from_the_index_are_not_recomputed_and_rewarm_the_cache(tmp_path):
+    embedder = CountingEmbedder()
+    stored = np.array([9.0, 9.0, 9.0], dtype=np.float32)
+    with EmbeddingCache(tmp_path / "e.sqlite3") as cache:
+        vectors, stats = embed_cached(embedder, cache, ["kept", "new"],
+                                      recover=lambda missing: {h: stored for h in missing if h == text_hash("kept")})
+        assert stats.embedded == 1 and embedder.calls == [["new"]]
+        assert np.array_equal(vectors[text_hash("kept")], stored)
+        assert text_hash("kept") in cache.get_many(embedder.model_id, [text_hash("kept")])
+
+
+def test_cache_lookups_are_batched_beyond_sqlite_parameter_limits(tmp_path):
+    with EmbeddingCache(tmp_path / "e.sqlite3") as cache:
+        many = {f"h{i}": np.full(2, i, dtype=np.float32) for i in range(2_345)}
+        cache.put_many("m", many)
+        found = cache.get_many("m", list(many) + ["absent"])
+        assert len(found) == 2_345 and found["h2000"][0] == 2000
+
+
+def test_the_flow_artifact_lists_counts_reasons_and_embedding_work():
+    from tasks.refresh_report import (ChunkCounts, DocumentCounts, Quarantined, RefreshReport, report_markdown)
+
+    report = RefreshReport(
+        documents=DocumentCounts(added=2, quarantined=1), chunks=ChunkCounts(embedded=7, reused=3, total=10),
+        collection="Ns_Docs_1", duration_s=1.5, generation=1, mode="incremental", reason="incremental",
+        quarantined=[Quarantined(doc_id="bad|name.json", reasons=["invalid_json: line 1"], kept_previous=True)],
+    )
+    md = report_markdown(report, "ns")
+    assert "| added | 2 |" in md and "| embeddings computed | 7 |" in md and "| embeddings reused (cache or index) | 3 |" in md
+    assert "`bad\\|name.json` | invalid_json: line 1 | yes |" in md and "1.5 s" in md
