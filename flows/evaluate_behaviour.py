@@ -74,7 +74,12 @@ def emit_events(settings: Settings, entry: EvalRecord, gaps: list[GapAttribution
 
 @flow(name="evaluate_behaviour", log_prints=True)
 def evaluate_behaviour(suite_path: str | None = None, sample: int | None = None) -> EvalRecord:
-    """Run the behaviour suite on the champion, attribute gaps, test drift, record history, emit events."""
+    """Run the behaviour suite on the champion, attribute gaps, test drift, record history, emit events.
+
+    Args:
+        suite_path: Behaviour suite YAML to run (default: settings.behaviour_suite).
+        sample: Recent logged interactions to add to the golden cases (default: settings.eval_sample_interactions).
+    """
     settings = load_settings()
     suite = eval_suite(settings, suite_path, sample)
     loaded = load_champion(settings)

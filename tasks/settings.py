@@ -110,11 +110,12 @@ class Settings(BaseSettings):
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.05
-    lora_target_modules: list[str] = ["q_proj", "v_proj"]
+    lora_target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     train_steps: int = 30
     train_batch_size: int = 4
     learning_rate: float = 1e-3
     max_seq_len: int = 1024
+    train_max_batch_tokens: int = 1024
     train_bf16: bool = True
     train_seed: int = 0
     train_validation_fraction: float = 0.15

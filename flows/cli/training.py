@@ -1,0 +1,137 @@
+"""CLI commands: retrain (in-process, rich progress) and the adapter registry (list, show, promote, rollback)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from flows.cli import adapters_app, app
+from flows.cli.common import JSON_OPTION, console, fail, print_json, settings
+
+
+class RichReporter:
+    """Training steps and eval cases as rich progress bars on stderr."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.tasks: dict[str, int] = {}
+
+    def stage(self, message: str) -> None:
+        self.progress.console.log(message)
+
+    def _advance(self, label: str, done: int, total: int, info: str = "") -> None:
+        if label not in self.tasks:
+            self.tasks[label] = self.progress.add_task(label, total=total, info="")
+        self.progress.update(self.tasks[label], completed=done, total=total, info=info)
+
+    def train_step(self, progress) -> None:
+        self._advance("train", progress.step, progress.total, f"loss {progress.loss:.3f}")
+
+    def eval_case(self, label: str, done: int, total: int) -> None:
+        self._advance(f"eval {label}", done, total)
+
+
+@app.command()
+def retrain(
+    json_output: bool = JSON_OPTION,
+    drifted: list[str] = typer.Option([], "--drifted", help="A drifted check the challenger must improve (repeat)."),
+    force: bool = typer.Option(False, "--force", help="Train even without drift or new data."),
+    steps: int | None = typer.Option(None, "--steps", min=1, help="Override settings.train_steps."),
+    suite: Path | None = typer.Option(None, "--suite", help="Held-out behaviour suite (default: settings)."),
+) -> None:
+    """Train a LoRA challenger, compare it with the champion on the held-out suite, promote only if better."""
+    from tasks.retrain import RetrainRequest
+    from tasks.retrain import retrain as run_retrain
+
+    cfg = settings()
+    request = RetrainRequest(drifted=drifted, force=force, steps=steps, suite=suite)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+               TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=console, transient=False) as progress:
+            outcome = run_retrain(cfg, request, reporter=RichReporter(progress))
+    except Exception as exc:  # a clear one-line error instead of a traceback for the operator
+        fail(f"retrain failed: {type(exc).__name__}: {exc}")
+    if json_output:
+        print_json(outcome.cli_dict())
+        return
+    verdict = "skipped" if outcome.skipped else ("[green]promoted[/]" if outcome.promoted else "[yellow]rejected[/]")
+    console.print(f"{outcome.version or '-'}: {verdict} — {outcome.reason}")
+    if outcome.challenger:
+        table = Table("check", "challenger", f"champion ({outcome.champion_version or 'base'})")
+        for check, rate in outcome.challenger.items():
+            old = outcome.champion.get(check)
+            table.add_row(check, f"{rate:.2f}", "-" if old is None else f"{old:.2f}")
+        console.print(table)
+
+
+@adapters_app.command("list")
+def list_adapters(json_output: bool = JSON_OPTION) -> None:
+    """Every registered adapter version, oldest first, with the champion marked."""
+    from tasks.adapters import champion_version, list_versions, manifest_summary
+
+    cfg = settings()
+    current = champion_version(cfg)
+    rows = [manifest_summary(m, current) for m in list_versions(cfg)]
+    if json_output:
+        print_json({"champion": current, "adapters": rows})
+        return
+    table = Table("version", "champion", "parent", "steps", "final loss", "json_format", "promoted")
+    for row in rows:
+        table.add_row(row["version"], "*" if row["champion"] else "", row["parent"] or "-", str(row["steps"]),
+                      str(row["final_loss"]), str(row["eval_scores"].get("json_format", "-")), str(row["promoted"]))
+    console.print(table)
+    console.print(f"champion: {current or 'base model (no adapter)'}")
+
+
+@adapters_app.command("show")
+def show_adapter(version: str, json_output: bool = JSON_OPTION) -> None:
+    """The full manifest of one version (file hashes, base model, data fingerprint, params, scores)."""
+    from tasks.adapters import AdapterError, champion_version, show
+
+    cfg = settings()
+    try:
+        manifest = show(cfg, version)
+    except AdapterError as exc:
+        fail(str(exc))
+    data = manifest.model_dump(mode="json") | {"champion": champion_version(cfg) == version}
+    if json_output:
+        print_json(data)
+    else:
+        console.print_json(data=data)
+
+
+@adapters_app.command("promote")
+def promote_adapter(version: str, json_output: bool = JSON_OPTION) -> None:
+    """Make VERSION the champion (its files must verify); the previous champion stays in the history."""
+    from tasks.adapters import AdapterError, promote
+
+    try:
+        pointer = promote(settings(), version, reason="manual promotion")
+    except AdapterError as exc:
+        fail(str(exc))
+    _print_pointer(pointer, json_output)
+
+
+@adapters_app.command("rollback")
+def rollback_adapter(json_output: bool = JSON_OPTION) -> None:
+    """Restore the previous champion (possibly the bare base model)."""
+    from tasks.adapters import AdapterError, rollback
+
+    try:
+        pointer = rollback(settings())
+    except AdapterError as exc:
+        fail(str(exc))
+    _print_pointer(pointer, json_output)
+
+
+def _print_pointer(pointer, json_output: bool) -> None:
+    data = {"champion": pointer.version, "reason": pointer.current.reason,
+            "history": [entry.version for entry in pointer.history]}
+    if json_output:
+        print_json(data)
+    else:
+        console.print(f"champion: {pointer.version or 'base model (no adapter)'} ({pointer.current.reason})")

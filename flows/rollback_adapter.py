@@ -1,0 +1,36 @@
+"""Flow `rollback_adapter` (manual): restore the previous champion adapter from the pointer history."""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+from prefect.concurrency.sync import concurrency
+from prefect.events import emit_event
+
+from flows.limits import ensure_global_limit
+from flows.retrain_adapter import adapters_limit
+from tasks.adapters import rollback
+from tasks.settings import load_settings
+
+
+@flow(name="rollback_adapter")
+def rollback_adapter(reason: str = "manual rollback") -> dict:
+    """Move the champion pointer back one step (verifying the restored adapter) and say so.
+
+    Args:
+        reason: Why the champion is rolled back (kept in the pointer history).
+    """
+    settings = load_settings()
+    with concurrency(ensure_global_limit(adapters_limit(settings)), occupy=1, strict=True):
+        pointer = rollback(settings, reason=reason)
+    create_markdown_artifact(f"Champion is now `{pointer.version or 'base model'}`: {pointer.current.reason}",
+                             key=f"{settings.namespace.replace('_', '-')}-adapter-rollback",
+                             description="adapter rollback")
+    emit_event(event="hybridops.adapter.rolled_back",
+               resource={"prefect.resource.id": f"hybridops.{settings.namespace}.adapter"},
+               payload={"version": pointer.version, "reason": pointer.current.reason})
+    return {"champion": pointer.version, "history": [e.version for e in pointer.history]}
+
+
+if __name__ == "__main__":
+    rollback_adapter()

@@ -1,0 +1,132 @@
+"""Adapter registry on a folder store: manifest hashing, tamper detection, pickle refusal, champion pointer."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from tasks import adapters
+from tasks.adapters import AdapterError, AdapterIntegrityError, BaseModelRef
+from tasks.object_store import FolderStore
+from tasks.settings import Settings
+from tasks.training import TrainConfig, TrainResult
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> Settings:
+    return Settings(home=tmp_path / "home", _env_file=None)
+
+
+@pytest.fixture
+def store(cfg: Settings) -> FolderStore:
+    return FolderStore(cfg.store_uri)
+
+
+def adapter_folder(tmp_path: Path, payload: bytes = b"weights") -> Path:
+    folder = tmp_path / f"adapter-{hashlib.sha1(payload).hexdigest()[:6]}"
+    folder.mkdir()
+    (folder / "adapter_model.safetensors").write_bytes(payload)
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8}))
+    return folder
+
+
+def register(cfg: Settings, store: FolderStore, folder: Path, parent: str | None = None):
+    result = TrainResult(adapter_dir=folder, steps=3, seconds=1.5, step_seconds=0.5, tokens_per_s=100.0,
+                         tokens=150, loss_curve=[2.0, 1.5, 1.0], validation_loss=1.2, bf16=False,
+                         trainable_params=10)
+    return adapters.register(
+        cfg, folder, base=BaseModelRef(id="base", sha256="b" * 64), dataset_fingerprint="f" * 64,
+        dataset_counts={"train": 3, "validation": 1}, config=TrainConfig(steps=3), result=result,
+        parent=parent, store=store,
+    )
+
+
+def test_manifest_records_sha256_of_every_file(cfg, store, tmp_path) -> None:
+    folder = adapter_folder(tmp_path)
+    manifest = register(cfg, store, folder)
+    assert set(manifest.files) == {"adapter_model.safetensors", "adapter_config.json"}
+    for name, digest in manifest.files.items():
+        data = (folder / name).read_bytes()
+        assert digest.sha256 == hashlib.sha256(data).hexdigest()
+        assert digest.size == len(data)
+    stored = adapters.show(cfg, manifest.version, store)
+    assert stored.dataset_fingerprint == "f" * 64
+    assert stored.training.steps == 3 and stored.train.final_loss == 1.0
+    assert [m.version for m in adapters.list_versions(cfg, store)] == [manifest.version]
+    fetched = adapters.fetch_verified(store, stored, tmp_path / "fetched")
+    assert (fetched / "adapter_model.safetensors").read_bytes() == b"weights"
+
+
+def test_one_flipped_byte_is_refused(cfg, store, tmp_path) -> None:
+    manifest = register(cfg, store, adapter_folder(tmp_path))
+    key = f"adapters/{manifest.version}/adapter_model.safetensors"
+    data = bytearray(store.get(key))
+    data[0] ^= 0x01
+    store.put(key, bytes(data))
+    with pytest.raises(AdapterIntegrityError, match="tampered"):
+        adapters.fetch_verified(store, manifest, tmp_path / "x")
+    with pytest.raises(AdapterIntegrityError):
+        adapters.promote(cfg, manifest.version, "test", store=store)
+    assert adapters.champion(cfg, store) is None
+
+
+def test_pickle_weights_are_refused_at_registration_and_at_load(cfg, store, tmp_path) -> None:
+    folder = adapter_folder(tmp_path)
+    (folder / "adapter_model.bin").write_bytes(b"\x80\x04pickle")
+    with pytest.raises(AdapterIntegrityError, match="pickle"):
+        register(cfg, store, folder)
+
+    manifest = register(cfg, store, adapter_folder(tmp_path, b"other"))
+    store.put(f"adapters/{manifest.version}/adapter_model.bin", b"\x80\x04pickle")
+    with pytest.raises(AdapterIntegrityError, match="pickle"):
+        adapters.fetch_verified(store, manifest, tmp_path / "y")
+
+
+def test_unlisted_file_is_refused(cfg, store, tmp_path) -> None:
+    manifest = register(cfg, store, adapter_folder(tmp_path))
+    store.put(f"adapters/{manifest.version}/extra.safetensors", b"x")
+    with pytest.raises(AdapterIntegrityError, match="not in the manifest"):
+        adapters.fetch_verified(store, manifest, tmp_path / "z")
+
+
+def test_promote_and_rollback_move_the_pointer_with_history(cfg, store, tmp_path) -> None:
+    first = register(cfg, store, adapter_folder(tmp_path, b"one"))
+    second = register(cfg, store, adapter_folder(tmp_path, b"two"), parent=first.version)
+    assert adapters.champion_version(cfg, store) is None
+    with pytest.raises(AdapterError, match="nothing to roll back"):
+        adapters.rollback(cfg, store=store)
+
+    adapters.promote(cfg, first.version, "first", {"json_format": 0.9}, store=store)
+    pointer = adapters.promote(cfg, second.version, "second", store=store)
+    assert pointer.version == second.version
+    assert [e.version for e in pointer.history] == [None, first.version]
+    with pytest.raises(AdapterError, match="already the champion"):
+        adapters.promote(cfg, second.version, "again", store=store)
+
+    back = adapters.rollback(cfg, store=store)
+    assert back.version == first.version and back.current.scores == {"json_format": 0.9}
+    assert adapters.champion_version(cfg, store) == first.version
+    assert adapters.rollback(cfg, store=store).version is None  # back to the bare base model
+    with pytest.raises(AdapterError):
+        adapters.rollback(cfg, store=store)
+
+
+def test_unknown_version_and_bad_names_are_clear_errors(cfg, store) -> None:
+    with pytest.raises(AdapterError, match="no adapter version"):
+        adapters.show(cfg, "20260101-000000-dead", store)
+    with pytest.raises(AdapterError, match="invalid adapter version"):
+        adapters.show(cfg, "../escape", store)
+
+
+def test_unfinished_upload_is_ignored_then_cleaned(cfg, store, tmp_path) -> None:
+    store.put("adapters/20260101-000000-dead/adapter_model.safetensors", b"half")  # a crash long ago
+    in_flight = adapters.new_version()  # another process uploading right now
+    store.put(f"adapters/{in_flight}/adapter_model.safetensors", b"uploading")
+    assert adapters.list_versions(cfg, store) == []
+    manifest = register(cfg, store, adapter_folder(tmp_path))
+    versions = [info.key.split("/")[1] for info in store.list("adapters/")]
+    assert sorted(set(versions)) == sorted({manifest.version, in_flight})
+    assert [m.version for m in adapters.list_versions(cfg, store)] == [manifest.version]
