@@ -111,7 +111,7 @@ class Settings(BaseSettings):
     lora_alpha: int = 16
     lora_dropout: float = 0.05
     lora_target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    train_steps: int = 30
+    train_steps: int = 45
     train_batch_size: int = 4
     learning_rate: float = 1e-3
     max_seq_len: int = 1024

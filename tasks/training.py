@@ -31,7 +31,7 @@ class TrainConfig(BaseModel):
     alpha: int = 16
     dropout: float = 0.05
     target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    steps: int = 30
+    steps: int = 45
     batch_size: int = 4
     learning_rate: float = 1e-3
     warmup_steps: int = 2

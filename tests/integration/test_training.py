@@ -164,14 +164,15 @@ def test_retrain_promotes_a_format_fixing_challenger_then_rejects_a_corrupted_on
         n_landing = sum(len(path.read_text().splitlines()) for path in files)
         land_training(cfg, *files)
         unformatted, _corrected = log_feedback(cfg)
-        good = retrain(cfg, RetrainRequest(drifted=["json_format", "sources_valid"], steps=24))
+        good = retrain(cfg, RetrainRequest(drifted=["json_format", "sources_valid"]))  # settings.train_steps
         assert not good.skipped and good.version
         assert good.dataset["origins"] == {"landing": n_landing, "interaction": 1}  # the corrected interaction trains
         [held] = list_quarantined(artifact_store(cfg), "training")  # the approved unformatted reply does not
         assert held.item_id == unformatted and held.reasons[0].startswith("response_format")
         assert good.promoted, good.reason
         assert good.challenger["json_format"] > good.champion["json_format"]
-        assert good.challenger["json_format"] >= 0.75, good.challenger
+        assert good.challenger["json_format"] >= 0.75, good.challenger  # ~1.0 measured; margin for CPU noise
+        assert good.challenger["sources_valid"] > good.champion["sources_valid"]
         assert adapters.champion_version(cfg) == good.version
         assert load_baseline(cfg, good.version).checks["json_format"].pass_rate == good.challenger["json_format"]
         assert adapters.show(cfg, good.version).decision["promote"] is True
@@ -183,7 +184,7 @@ def test_retrain_promotes_a_format_fixing_challenger_then_rejects_a_corrupted_on
         pointer_before = store.get(adapters.CHAMPION_KEY)
         land_training(cfg, EXAMPLES / "training_corrupted.jsonl")
         n_corrupted = len((EXAMPLES / "training_corrupted.jsonl").read_text().splitlines())
-        bad = retrain(cfg, RetrainRequest(force=True, steps=24))
+        bad = retrain(cfg, RetrainRequest(force=True, steps=20))
         assert [e.item_id for e in list_quarantined(store, "training")] == [unformatted]  # the corrupted set passes
         assert bad.dataset["rejected"] == 1 and bad.dataset["origins"]["landing"] == n_corrupted  # the contract...
         assert not bad.promoted, bad.challenger  # ...but the challenger it produces is rejected
