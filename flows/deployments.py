@@ -149,7 +149,7 @@ def deployment_specs(settings: Settings) -> list[DeploymentSpec]:
             "the champion on the same held-out suite and promotes it only if better. Started by "
             "hybridops.behaviour.drift; the weekly cron skips when there is no drift and no new data.",
             cron="retrain_cron", event="hybridops.behaviour.drift", resource="behaviour",
-            trigger_parameters={"drifted_checks": "{{ event.payload.checks }}"},
+            trigger_parameters={"params": {"drifted_checks": "{{ event.payload.checks }}"}},
         ),
         DeploymentSpec(
             key="rebuild-index", flow_ref="flows.rebuild_index:rebuild_index", loop=KNOWLEDGE, started_by="manual",

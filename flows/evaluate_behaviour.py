@@ -7,7 +7,8 @@ history -> table + trend artifacts -> emit hybridops.behaviour.drift / hybridops
 
 from __future__ import annotations
 
-from prefect import flow, task
+from pydantic import BaseModel, Field
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
@@ -72,23 +73,26 @@ def emit_events(settings: Settings, entry: EvalRecord, gaps: list[GapAttribution
                             "missing_gold": gap.missing_gold, "run_id": entry.run_id})
 
 
-@flow(name="evaluate_behaviour", log_prints=True)
-def evaluate_behaviour(suite_path: str | None = None, sample: int | None = None) -> EvalRecord:
-    """Run the behaviour suite on the champion, attribute gaps, test drift, record history, emit events.
+class EvalParams(BaseModel):
+    """What the UI's run form shows for evaluate-behaviour."""
 
-    Args:
-        suite_path: Behaviour suite YAML to run (default: settings.behaviour_suite).
-        sample: Recent logged interactions to add to the golden cases (default: settings.eval_sample_interactions).
-    """
+    suite_path: str | None = Field(None, description="Behaviour suite YAML to run (default: settings.behaviour_suite).")
+    sample: int | None = Field(None, ge=0, description="Recent logged interactions added to the golden cases "
+                               "(default: settings.eval_sample_interactions).")
+
+
+@flow(name="evaluate_behaviour")
+def evaluate_behaviour(params: EvalParams = EvalParams()) -> EvalRecord:
+    """Run the behaviour suite on the champion, attribute gaps, test drift, record history, emit events."""
     settings = load_settings()
-    suite = eval_suite(settings, suite_path, sample)
+    suite = eval_suite(settings, params.suite_path, params.sample)
     loaded = load_champion(settings)
     report = answer_suite(settings, suite, loaded)
     gaps = attribute(settings, suite, report, loaded)
     entry = record(settings, report, gaps)
     publish(settings, entry)
     emit_events(settings, entry, gaps)
-    print(f"n={entry.n} drift={entry.drift.drift} {entry.drift.drifted} gaps={entry.gaps}")
+    get_run_logger().info("n=%d drift=%s %s gaps=%s", entry.n, entry.drift.drift, entry.drift.drifted, entry.gaps)
     return entry
 
 

@@ -8,19 +8,22 @@ the alias flips only if recall@k holds up; the previous generation is kept for `
 from __future__ import annotations
 
 from prefect import flow
+from pydantic import BaseModel, Field
 
 from flows.refresh_index import RefreshParams, refresh_index
 from tasks.refresh_report import RefreshReport
 
 
-@flow(name="rebuild_index")
-def rebuild_index(verify: bool = False) -> RefreshReport:
-    """Build a new index generation from the landing zone and flip the alias if it passes the gate.
+class RebuildParams(BaseModel):
+    """What the UI's run form shows for rebuild-index."""
 
-    Args:
-        verify: Also deep-check every indexed object against the landing zone.
-    """
-    return refresh_index(RefreshParams(full=True, verify=verify))
+    verify: bool = Field(False, description="Also deep-check every indexed object against the landing zone.")
+
+
+@flow(name="rebuild_index")
+def rebuild_index(params: RebuildParams = RebuildParams()) -> RefreshReport:
+    """Build a new index generation from the landing zone and flip the alias if it passes the gate."""
+    return refresh_index(RefreshParams(full=True, verify=params.verify))
 
 
 if __name__ == "__main__":

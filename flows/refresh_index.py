@@ -14,10 +14,10 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
-from prefect.events import emit_event
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
+from flows.announce import index_refreshed
 from flows.watch_landing import announce_follow_up, landing_snapshot
 from tasks.rebuild import Target
 from tasks.refresh import BatchResult, RefreshError, RefreshPlan, WorkItem, is_transient
@@ -134,10 +134,7 @@ def refresh_index(params: RefreshParams = RefreshParams()) -> RefreshReport:
                              key=f"{settings.namespace.replace('_', '-')}-index-refresh", description="Index refresh")
     if report.gate is not None and report.gate.status == "failed":
         raise RefreshError(f"rebuilt generation {report.collection} not promoted: {report.gate.reason}")
-    emit_event(event="hybridops.index.refreshed",
-               resource={"prefect.resource.id": f"hybridops.{settings.namespace}.index"},
-               payload=report.model_dump(mode="json", include={"documents", "chunks", "collection", "duration_s",
-                                                                "mode", "alias_flipped"}))
+    index_refreshed(settings, report)
     return report
 
 

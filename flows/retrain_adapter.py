@@ -19,8 +19,9 @@ from prefect.artifacts import (
 )
 from prefect.cache_policies import NONE
 from prefect.concurrency.sync import concurrency
-from prefect.events import emit_event
+from pydantic import BaseModel, Field, field_validator
 
+from flows.announce import adapter_decided
 from flows.limits import ensure_global_limit
 from tasks.retrain import RetrainOutcome, RetrainRequest, decision_markdown, decision_rows, loss_sparkline, retrain
 from tasks.settings import Settings, load_settings
@@ -63,29 +64,33 @@ def as_task(fn, *args, **kwargs):
     return task(fn, name=fn.__name__.replace("_", "-"), cache_policy=NONE)(*args, **kwargs)
 
 
-def check_names(value: list[str] | str | None) -> list[str]:
-    """Drifted checks from a trigger: a list, a JSON list rendered into a string, or 'a,b'."""
-    if not value:
-        return []
-    if isinstance(value, str):
-        text = value.strip()
-        value = json.loads(text) if text.startswith("[") else [v.strip() for v in text.split(",")]
-    return [str(v) for v in value if str(v)]
+class RetrainParams(BaseModel):
+    """What the UI's run form shows for retrain-adapter (the drift trigger fills in drifted_checks)."""
+
+    drifted_checks: list[str] = Field([], description="Checks that drifted and the challenger must improve "
+                                      "(the drift event fills this in; empty for a scheduled run).")
+    force: bool = Field(False, description="Train even when there is no drift and no new training data.")
+    steps: int | None = Field(None, ge=1, description="Training steps for this run (default: settings.train_steps).")
+
+    @field_validator("drifted_checks", mode="before")
+    @classmethod
+    def _check_names(cls, value: object) -> object:
+        """A trigger may render the list as JSON text ('["a"]') or 'a,b'; None means none."""
+        if value is None:
+            return []
+        if isinstance(value, str):
+            text = value.strip()
+            return json.loads(text) if text.startswith("[") else [v.strip() for v in text.split(",") if v.strip()]
+        return value
 
 
-@flow(name="retrain_adapter", log_prints=True)
-def retrain_adapter(
-    drifted_checks: list[str] | str | None = None, force: bool = False, steps: int | None = None
-) -> dict:
-    """Retrain a LoRA challenger on drift or new data; promote it only if it beats the champion.
-
-    Args:
-        drifted_checks: Checks that drifted (the drift event fills this in); empty for a scheduled run.
-        force: Train even when there is no drift and no new training data.
-        steps: Training steps for this run (default: settings.train_steps).
-    """
+# log_prints stays off: dill (inside datasets) captures dis.dis() output from stdout, and a print-capturing run
+# would send that bytecode disassembly into the run log instead
+@flow(name="retrain_adapter")
+def retrain_adapter(params: RetrainParams = RetrainParams()) -> dict:
+    """Retrain a LoRA challenger on drift or new data; promote it only if it beats the champion."""
     settings = load_settings()
-    request = RetrainRequest(drifted=check_names(drifted_checks), force=force, steps=steps)
+    request = RetrainRequest(drifted=params.drifted_checks, force=params.force, steps=params.steps)
     with concurrency(ensure_global_limit(adapters_limit(settings)), occupy=1, strict=True):
         outcome = retrain(settings, request, step=as_task, reporter=PrefectReporter(get_run_logger()))
     publish(settings, outcome)
@@ -93,7 +98,7 @@ def retrain_adapter(
 
 
 def publish(settings: Settings, outcome: RetrainOutcome) -> None:
-    """Artifacts for people, an event for automations."""
+    """Artifacts for people, an event for automations (a skipped run decides nothing)."""
     key = settings.namespace.replace("_", "-")
     create_markdown_artifact(decision_markdown(outcome), key=f"{key}-adapter-decision",
                              description="Promotion decision with per-check evidence")
@@ -103,13 +108,7 @@ def publish(settings: Settings, outcome: RetrainOutcome) -> None:
                           key=f"{key}-adapter-loss-curve",
                           description=f"training loss {loss_sparkline(outcome.loss_curve)}")
     create_table_artifact(decision_rows(outcome), key=f"{key}-adapter-checks", description="challenger vs champion")
-    emit_event(
-        event="hybridops.adapter.promoted" if outcome.promoted else "hybridops.adapter.rejected",
-        resource={"prefect.resource.id": f"hybridops.{settings.namespace}.adapter",
-                  "hybridops.adapter.version": outcome.version or ""},
-        payload={"version": outcome.version, "reason": outcome.reason, "previous": outcome.champion_version,
-                 "challenger": outcome.challenger, "champion": outcome.champion, "drifted": outcome.drifted},
-    )
+    adapter_decided(settings, outcome)
 
 
 if __name__ == "__main__":

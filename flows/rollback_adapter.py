@@ -6,6 +6,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.concurrency.sync import concurrency
 from prefect.events import emit_event
+from pydantic import BaseModel, Field
 
 from flows.limits import ensure_global_limit
 from flows.retrain_adapter import adapters_limit
@@ -13,16 +14,19 @@ from tasks.adapters import rollback
 from tasks.settings import load_settings
 
 
-@flow(name="rollback_adapter")
-def rollback_adapter(reason: str = "manual rollback") -> dict:
-    """Move the champion pointer back one step (verifying the restored adapter) and say so.
+class RollbackParams(BaseModel):
+    """What the UI's run form shows for rollback-adapter."""
 
-    Args:
-        reason: Why the champion is rolled back (kept in the pointer history).
-    """
+    reason: str = Field("manual rollback", min_length=1, description="Why the champion is rolled back "
+                        "(kept in the pointer history).")
+
+
+@flow(name="rollback_adapter")
+def rollback_adapter(params: RollbackParams = RollbackParams()) -> dict:
+    """Move the champion pointer back one step (verifying the restored adapter) and say so."""
     settings = load_settings()
     with concurrency(ensure_global_limit(adapters_limit(settings)), occupy=1, strict=True):
-        pointer = rollback(settings, reason=reason)
+        pointer = rollback(settings, reason=params.reason)
     create_markdown_artifact(f"Champion is now `{pointer.version or 'base model'}`: {pointer.current.reason}",
                              key=f"{settings.namespace.replace('_', '-')}-adapter-rollback",
                              description="adapter rollback")

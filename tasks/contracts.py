@@ -39,6 +39,10 @@ class Failure:
     expectation: str
     column: str | None
 
+    def reason(self) -> str:
+        """'code: message', the form quarantine records carry."""
+        return f"{self.code}: {self.message}"
+
 
 class ContractError(RuntimeError):
     """The contract file itself is broken (unreadable, unknown settings name, GX refused it)."""
@@ -110,6 +114,11 @@ def validate_frame(frame: pd.DataFrame, suite, row_column: str = "row") -> dict[
     return failures
 
 
+def warm_up() -> None:
+    """Build the GX context now (importing GX takes seconds), e.g. in a thread while a model loads."""
+    _batch_definition()
+
+
 def _exception_message(info: Any) -> str | None:
     """GX reports errors either flat or per metric; find the first raised one."""
     if not isinstance(info, dict):
@@ -145,7 +154,13 @@ def _gx():
     """Import great_expectations once per process (it costs ~4 s) and only when a contract runs."""
     with _GX_LOCK:
         if "gx" not in _GX_STATE:
-            import great_expectations as gx
+            import logging
+            import warnings
+
+            logging.getLogger("great_expectations").setLevel(logging.WARNING)  # no INFO chatter in CLI output
+            with warnings.catch_warnings():  # GX imports the deprecated sre_* modules
+                warnings.simplefilter("ignore", DeprecationWarning)
+                import great_expectations as gx
 
             _GX_STATE["gx"] = gx
         return _GX_STATE["gx"]

@@ -57,6 +57,7 @@ class Verdict(BaseModel):
 
     verdict: Literal["approve", "correct"]
     correction: str | None = None
+    sources: list[str] = []  # what a plain-text correction cites (default: the reply's own sources)
     created_at: str
 
 
@@ -125,26 +126,15 @@ def contract_violations(records: list[Interaction]) -> dict[str, list[str]]:
     """Run the GX interactions contract on a batch; id -> reasons for every record that fails."""
     import pandas as pd
 
+    from tasks.contracts import validate_frame
+
     rows = []
-    for record in records:
-        row = record.model_dump(mode="json")
-        row["sources"] = json.dumps(row["sources"])
-        row["retrieved"] = json.dumps(row["retrieved"])
-        rows.append(row)
-    frame = pd.DataFrame(rows)
-    result = _batch_definition().get_batch(batch_parameters={"dataframe": frame}).validate(
-        _contract(), result_format="COMPLETE"
-    )
-    failures: dict[str, list[str]] = {}
-    for outcome in result.results:
-        if outcome.success:
-            continue
-        config = outcome.expectation_config
-        reason = f"{config.type}({config.kwargs.get('column', '')})"
-        indices = outcome.result.get("unexpected_index_list")
-        for index in indices if indices is not None else range(len(records)):
-            failures.setdefault(records[int(index)].id, []).append(reason)
-    return failures
+    for row, record in enumerate(records):
+        data = record.model_dump(mode="json")
+        rows.append(data | {"row": row, "sources": json.dumps(data["sources"]),
+                            "retrieved": json.dumps(data["retrieved"])})
+    failures = validate_frame(pd.DataFrame(rows), _contract())
+    return {records[row].id: [f.reason() for f in found] for row, found in failures.items()}
 
 
 def log_interaction(settings: Settings, interaction: Interaction, store: ObjectStore | None = None) -> str:
@@ -153,9 +143,10 @@ def log_interaction(settings: Settings, interaction: Interaction, store: ObjectS
     body = interaction.model_dump_json(indent=2).encode()
     reasons = contract_violations([interaction]).get(interaction.id)
     if reasons:
-        key = f"quarantine/interactions/{interaction.id}.json"
-        store.put(key, json.dumps({"reasons": reasons, "interaction": interaction.model_dump(mode="json")}).encode())
-        raise InteractionRejected(interaction.id, reasons, key)
+        from tasks.quarantine import quarantine
+
+        held = quarantine(store, "interactions", f"{interaction.id}.json", body, reasons, interaction.created_at)
+        raise InteractionRejected(interaction.id, reasons, held.copy_key)
     store.put(interaction.key, body)
     return interaction.key
 
@@ -174,20 +165,29 @@ def record_feedback(
     verdict: Literal["approve", "correct"],
     correction: str | None = None,
     store: ObjectStore | None = None,
+    sources: list[str] | None = None,
 ) -> Feedback:
-    """Record a human verdict on a logged interaction (the interaction must exist); keeps earlier verdicts."""
+    """Record a human verdict on a logged interaction (the interaction must exist); keeps earlier verdicts.
+
+    A plain-text correction becomes a cited house reply for training, so it needs sources: the ones given,
+    else the reply's own; a reply that cited nothing (e.g. unformatted) needs them given explicitly.
+    """
     store = store or artifact_store(settings)
-    get_interaction(settings, interaction_id, store)
+    item = get_interaction(settings, interaction_id, store)
+    text = correction.strip() if correction is not None else None
+    if verdict == "correct" and text and not text.startswith("{") and not (sources or item.sources):
+        raise ValueError(f"interaction {interaction_id} cited no document, so the correction has nothing to cite: "
+                         f"name the supporting passage(s) with --source DOC_ID (retrieved: {item.retrieved})")
     key = f"feedback/{interaction_id}.json"
     previous: list[Verdict] = []
     if store.exists(key):
         earlier = Feedback.model_validate_json(store.get(key))
-        previous = [*earlier.previous, Verdict(verdict=earlier.verdict, correction=earlier.correction,
-                                               created_at=earlier.created_at)]
+        previous = [*earlier.previous, Verdict.model_validate(earlier.model_dump(include=set(Verdict.model_fields)))]
     feedback = Feedback(
         interaction_id=interaction_id,
         verdict=verdict,
-        correction=correction.strip() if correction is not None else None,
+        correction=text,
+        sources=list(sources or []),
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         previous=previous,
     )
@@ -259,26 +259,15 @@ def _load(store: ObjectStore, keys: Iterable[str]) -> list[Interaction]:
 
 def warm_contract() -> threading.Thread:
     """Build the GX contract in the background (GX takes seconds to import) while the caller loads a model."""
-    thread = threading.Thread(target=lambda: (_contract(), _batch_definition()), name="gx-warm", daemon=True)
+    from tasks.contracts import warm_up
+
+    thread = threading.Thread(target=lambda: (warm_up(), _contract()), name="gx-warm", daemon=True)
     thread.start()
     return thread
 
 
 @lru_cache(maxsize=1)
 def _contract():
-    import great_expectations as gx
-    import yaml
+    from tasks.contracts import load_suite
 
-    return gx.ExpectationSuite(**yaml.safe_load(CONTRACT_PATH.read_text(encoding="utf-8")))
-
-
-@lru_cache(maxsize=1)
-def _batch_definition():
-    """One ephemeral GX context per process (building it is the slow part, validating is ~0.1 s)."""
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    asset = context.data_sources.add_pandas("interactions").add_dataframe_asset("interactions")
-    return asset.add_batch_definition_whole_dataframe("all")
+    return load_suite(CONTRACT_PATH)

@@ -20,8 +20,8 @@ from urllib.parse import quote
 
 from tasks.object_store import ObjectStore
 
-Kind = Literal["documents", "training"]
-KINDS: tuple[str, ...] = ("documents", "training")
+Kind = Literal["documents", "training", "interactions"]
+KINDS: tuple[str, ...] = ("documents", "training", "interactions")
 ROOT = "quarantine"
 REASON_FILE = "reason.json"
 _SLOT_LABEL_CHARS = 80

@@ -23,23 +23,23 @@ ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 
 
 class TrainConfig(BaseModel):
-    """Every knob of one training run; recorded verbatim in the adapter manifest."""
+    """Every knob of one training run; recorded verbatim in the adapter manifest. Defaults live in Settings."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
-    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    steps: int = 45
-    batch_size: int = 4
-    learning_rate: float = 1e-3
+    r: int
+    alpha: int
+    dropout: float
+    target_modules: list[str]
+    steps: int
+    batch_size: int
+    learning_rate: float
     warmup_steps: int = 2
     max_grad_norm: float = 1.0
-    max_seq_len: int = 1024
-    max_batch_tokens: int = 1024
-    bf16: bool = True
-    seed: int = 0
+    max_seq_len: int
+    max_batch_tokens: int
+    bf16: bool
+    seed: int
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides) -> TrainConfig:

@@ -190,14 +190,16 @@ def examples_from_records(settings: Settings, records, versions: dict[str, str])
 
 def feedback_example(settings: Settings, logged: LoggedInteraction) -> TrainingExample:
     """An approved interaction teaches its own reply; a corrected one teaches the correction (plain text, cited
-    like the original reply, or a full house JSON reply). The prompt is rebuilt from today's retrieval."""
+    with the feedback's sources or else the original reply's, or a full house JSON reply). The prompt is rebuilt
+    from today's retrieval, with the cited docs put back if retrieval misses them."""
     item, feedback = logged.interaction, logged.feedback
-    passages = production_passages(settings, item.question, item.sources)
+    cited = feedback.sources or item.sources
+    passages = production_passages(settings, item.question, cited)
     if feedback.verdict == "approve":
         response = format_reply(item.answer, item.sources) if item.format_ok else item.raw
     else:
         correction = (feedback.correction or "").strip()
-        response = correction if correction.startswith("{") else format_reply(correction, item.sources)
+        response = correction if correction.startswith("{") else format_reply(correction, cited)
     raw = json.dumps({"interaction": item.model_dump(mode="json"), "feedback": feedback.model_dump(mode="json")})
     return TrainingExample(
         id=f"interaction-{item.id}", origin=f"interaction:{item.id}", question=item.question,
@@ -250,45 +252,21 @@ def contract_row(example: TrainingExample) -> dict[str, Any]:
 
 @lru_cache(maxsize=1)
 def _contract():
-    import great_expectations as gx
-    import yaml
+    from tasks.contracts import load_suite
 
-    return gx.ExpectationSuite(**yaml.safe_load(CONTRACT_PATH.read_text(encoding="utf-8")))
-
-
-@lru_cache(maxsize=1)
-def _batch_definition():
-    """One ephemeral GX context per process (building it is the slow part)."""
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    asset = context.data_sources.add_pandas("training_examples").add_dataframe_asset("training_examples")
-    return asset.add_batch_definition_whole_dataframe("all")
+    return load_suite(CONTRACT_PATH)
 
 
 def contract_violations(examples: list[TrainingExample]) -> dict[int, list[str]]:
     """Validate a batch with the GX contract; row index -> 'code: reason' for every failing example."""
     import pandas as pd
 
+    from tasks.contracts import validate_frame
+
     if not examples:
         return {}
     frame = pd.DataFrame([{"row": i, **contract_row(e)} for i, e in enumerate(examples)])
-    result = _batch_definition().get_batch(batch_parameters={"dataframe": frame}).validate(
-        _contract(), result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["row"]}
-    )
-    failures: dict[int, list[str]] = {}
-    for outcome in result.results:
-        if outcome.success:
-            continue
-        meta = outcome.expectation_config.meta or {}
-        reason = f"{meta.get('code', outcome.expectation_config.type)}: {meta.get('reason', '')}".rstrip(": ")
-        unexpected = outcome.result.get("unexpected_index_list")
-        rows = [int(u["row"]) for u in unexpected] if unexpected is not None else range(len(examples))
-        for row in rows:
-            failures.setdefault(row, []).append(reason)
-    return failures
+    return {row: [f.reason() for f in found] for row, found in validate_frame(frame, _contract()).items()}
 
 
 # Tokenisation ----------------------------------------------------------------------------------------------

@@ -54,30 +54,40 @@ def feedback(
     interaction_id: str = typer.Argument(..., help="The interaction_id printed by `hybridops ask`."),
     approve: bool = typer.Option(False, "--approve", help="The answer was right."),
     correct: str | None = typer.Option(None, "--correct", help="The right answer (text or a house JSON reply)."),
+    source: list[str] = typer.Option([], "--source", help="A doc id the corrected answer cites (repeat; default: "
+                                     "the reply's own sources)."),
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Record a human judgement of one interaction (approved/corrected interactions become training data)."""
     from pydantic import ValidationError
 
-    from tasks.interactions import record_feedback
+    from tasks.interactions import get_interaction, record_feedback
     from tasks.object_store import ObjectStoreError
 
     if approve == (correct is not None):
         fail("give exactly one of --approve or --correct TEXT")
+    if source and correct is None:
+        fail("--source goes with --correct")
     cfg = settings()
     try:
-        record = record_feedback(cfg, interaction_id, "approve" if approve else "correct", correct)
+        record = record_feedback(cfg, interaction_id, "approve" if approve else "correct", correct, sources=source)
+        item = get_interaction(cfg, interaction_id)
     except (KeyError, ValueError, ValidationError, ObjectStoreError) as exc:
         fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc))
+    trainable = item.format_ok or record.verdict == "correct"  # an unformatted reply cannot teach the format
     data = {
         "interaction_id": record.interaction_id, "verdict": record.verdict, "correction": record.correction,
-        "created_at": record.created_at, "previous": len(record.previous),
+        "sources": record.sources, "created_at": record.created_at, "previous": len(record.previous),
+        "trainable": trainable,
     }
     if json_output:
         print_json(data)
     else:
         console.print(f"recorded {record.verdict} for {record.interaction_id}"
                       + (f" (replaces {len(record.previous)} earlier)" if record.previous else ""))
+    if not trainable:
+        console.print("[yellow]note:[/] this reply did not follow the house format, so approving it will not "
+                      "become training data; use --correct TEXT --source DOC_ID to teach the right reply")
 
 
 @eval_app.callback(invoke_without_command=True)

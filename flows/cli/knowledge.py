@@ -103,12 +103,18 @@ def refresh_command(
             task = bar.add_task("documents", total=None)
             report = run_refresh(cfg, full=full, verify=verify,
                                  on_progress=lambda done, total: bar.update(task, completed=done, total=total))
-    data = report.model_dump(mode="json")
+    failed_gate = report.gate is not None and report.gate.status == "failed"
+    event = None
+    if not failed_gate:  # the same event the refresh-index flow emits, so automations see manual refreshes
+        from flows.announce import INDEX_REFRESHED, from_the_cli, index_refreshed
+
+        event = INDEX_REFRESHED if from_the_cli(cfg, lambda: index_refreshed(cfg, report)) else None
+    data = report.model_dump(mode="json") | {"event": event}
     if json_output:
         print_json(data)
     else:
         _print_refresh(data)
-    if report.gate is not None and report.gate.status == "failed":
+    if failed_gate:
         console.print(f"[bold red]rebuilt generation not promoted:[/] {report.gate.reason}")
         raise typer.Exit(3)
 
@@ -206,16 +212,16 @@ def _fmt(value: float | None) -> str:
 
 @quarantine_app.command("list")
 def quarantine_list_command(
-    kind: str | None = typer.Option(None, "--kind", help="documents | training (default: both)."),
+    kind: str | None = typer.Option(None, "--kind", help="documents | training | interactions (default: all)."),
     json_output: bool = JSON_OPTION,
 ) -> None:
     """What is held back by the data contracts, and why."""
     from tasks.object_store import artifact_store
-    from tasks.quarantine import list_quarantined
+    from tasks.quarantine import KINDS, list_quarantined
 
     cfg = settings()
-    if kind not in (None, "documents", "training"):
-        fail("--kind must be documents or training")
+    if kind is not None and kind not in KINDS:
+        fail(f"--kind must be one of {', '.join(KINDS)}")
     with clear_errors(json_output):
         entries = list_quarantined(artifact_store(cfg), kind)
     if json_output:

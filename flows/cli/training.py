@@ -55,11 +55,19 @@ def retrain(
             outcome = run_retrain(cfg, request, reporter=RichReporter(progress))
     except Exception as exc:  # a clear one-line error instead of a traceback for the operator
         fail(f"retrain failed: {type(exc).__name__}: {exc}")
+    event = None
+    if not outcome.skipped:  # the same event the retrain-adapter flow emits, so automations see manual runs
+        from flows.announce import ADAPTER_PROMOTED, ADAPTER_REJECTED, adapter_decided, from_the_cli
+
+        if from_the_cli(cfg, lambda: adapter_decided(cfg, outcome)):
+            event = ADAPTER_PROMOTED if outcome.promoted else ADAPTER_REJECTED
     if json_output:
-        print_json(outcome.cli_dict())
+        print_json(outcome.cli_dict() | {"event": event})
         return
     verdict = "skipped" if outcome.skipped else ("[green]promoted[/]" if outcome.promoted else "[yellow]rejected[/]")
     console.print(f"{outcome.version or '-'}: {verdict} — {outcome.reason}")
+    if not outcome.skipped:
+        console.print(f"event: {event}" if event else "event: none (Prefect server not reachable)")
     if outcome.challenger:
         table = Table("check", "challenger", f"champion ({outcome.champion_version or 'base'})")
         for check, rate in outcome.challenger.items():

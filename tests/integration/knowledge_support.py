@@ -1,12 +1,15 @@
-"""Helpers shared by the knowledge-path integration tests (real Weaviate, MinIO, models)."""
+"""Helpers shared by the integration tests (real Weaviate, MinIO, Prefect, models)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import time
+from datetime import datetime
 from pathlib import Path
 
+from flows.run_control import read_events
 from tasks.contracts import make_candidate, validate_documents
 from tasks.chunking import chunk_document
 from tasks.embeddings import load_embedder
@@ -93,3 +96,13 @@ def section_doc(heading: str, sections: dict[str, str], **front: str) -> str:
     head = "".join(f"{k}: {v}\n" for k, v in front.items())
     body = "".join(f"## {name}\n\n{text}\n\n" for name, text in sections.items())
     return f"---\n{head}---\n# {heading}\n\n{body}"
+
+
+def wait_events(cfg: Settings, event: str, resource: str, since: datetime, at_least: int, timeout: float = 30):
+    """Events arrive asynchronously: poll the server's event store until `at_least` are there."""
+    deadline = time.monotonic() + timeout
+    while True:
+        events = read_events(cfg, event, resource, since)
+        if len(events) >= at_least or time.monotonic() > deadline:
+            return events
+        time.sleep(0.5)

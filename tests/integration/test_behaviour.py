@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tasks.settings import Settings
+from tests.integration.knowledge_support import cli, cli_json
 
 pytestmark = pytest.mark.slow
 
@@ -53,19 +51,10 @@ def indexed(settings: Settings) -> Iterator[Settings]:
         drop_index(settings)
 
 
-def cli(cfg: Settings, child_env, *args: str) -> dict:
-    done = subprocess.run([sys.executable, "-m", "flows.cli", *args], env=child_env(cfg), capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = [line for line in done.stdout.splitlines() if line.strip()]
-    assert len(lines) == 1, f"stdout must be exactly one JSON object, got: {done.stdout!r}"
-    return json.loads(lines[0])
-
-
 def test_ask_logs_the_interaction_feedback_and_eval_samples_it(indexed: Settings, child_env, tmp_path: Path) -> None:
     from tasks.interactions import get_interaction, interactions_with_feedback
 
-    answer = cli(indexed, child_env, "ask", "How many days do I have to return an item?", "--json")
+    answer = cli_json(child_env(indexed), "ask", "How many days do I have to return an item?")
     assert set(answer) == {"answer", "sources", "format_ok", "adapter", "retrieved", "interaction_id", "latency_ms"}
     assert "policies/refunds.md" in answer["retrieved"]
     assert set(answer["retrieved"]) <= set(DOCS)
@@ -80,8 +69,8 @@ def test_ask_logs_the_interaction_feedback_and_eval_samples_it(indexed: Settings
     assert logged.retrieved == answer["retrieved"] and logged.format_ok == answer["format_ok"]
     assert logged.raw.strip() and logged.adapter is None
 
-    fb = cli(indexed, child_env, "feedback", answer["interaction_id"], "--correct",
-             '{"answer": "45 days", "sources": ["policies/refunds.md"]}', "--json")
+    fb = cli_json(child_env(indexed), "feedback", answer["interaction_id"], "--correct",
+                  '{"answer": "45 days", "sources": ["policies/refunds.md"]}')
     assert fb["verdict"] == "correct" and fb["interaction_id"] == answer["interaction_id"]
     [with_feedback] = interactions_with_feedback(indexed)
     assert with_feedback.interaction.id == answer["interaction_id"]
@@ -90,7 +79,7 @@ def test_ask_logs_the_interaction_feedback_and_eval_samples_it(indexed: Settings
     suite = tmp_path / "suite.yaml"
     suite.write_text("name: tiny\ncases:\n  - id: canada\n    question: How much does shipping to Canada cost?\n"
                      "    gold_docs: [policies/shipping-rates.md]\n    expected_keywords: ['24']\n")
-    report = cli(indexed, child_env, "eval", "--suite", str(suite), "--sample", "1", "--json")
+    report = cli_json(child_env(indexed), "eval", "--suite", str(suite), "--sample", "1")
     assert {"n", "checks", "gaps", "drift", "cases"} <= set(report)
     assert report["n"] == 2  # the golden case + the logged interaction
     assert {c["case_id"] for c in report["cases"]} == {"canada", f"interaction:{answer['interaction_id']}"}
@@ -100,8 +89,7 @@ def test_ask_logs_the_interaction_feedback_and_eval_samples_it(indexed: Settings
     assert report["checks"]["json_format"]["n"] == 2 and "cites_gold" in report["checks"]
     assert isinstance(report["drift"], bool)
 
-    missing = subprocess.run([sys.executable, "-m", "flows.cli", "feedback", "20200101T000000Z-00000000", "--approve",
-                              "--json"], env=child_env(indexed), capture_output=True, text=True, timeout=120)
+    missing = cli(child_env(indexed), "feedback", "20200101T000000Z-00000000", "--approve", "--json")
     assert missing.returncode != 0 and "no interaction" in missing.stderr and missing.stdout == ""
 
 
@@ -167,7 +155,7 @@ def test_evaluate_behaviour_flow_records_history_artifacts_and_drift_event(index
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
     from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 
-    from flows.evaluate_behaviour import evaluate_behaviour
+    from flows.evaluate_behaviour import EvalParams, evaluate_behaviour
     from tasks.drift import load_history
 
     cfg = indexed.model_copy(update={"drift_min_n": 2})
@@ -180,7 +168,7 @@ def test_evaluate_behaviour_flow_records_history_artifacts_and_drift_event(index
         {"id": "ceo", "question": "Who is the chief executive of Northwind Outfitters?",
          "gold_docs": ["company/about.md"], "expected_keywords": ["Rosa"]},
     ]}))
-    state = evaluate_behaviour(suite_path=str(suite), sample=0, return_state=True)
+    state = evaluate_behaviour(EvalParams(suite_path=str(suite), sample=0), return_state=True)
     entry = state.result()
     assert entry.n == 2 and entry.adapter is None
     [recorded] = load_history(cfg)

@@ -29,7 +29,7 @@ from tasks.landing_watch import LANDING_CHANGED, snapshot
 from tasks.object_store import landing_zone
 from tasks.search import NoIndexError, search
 from tasks.settings import Settings
-from tests.integration.knowledge_support import CORPUS, cli, drop_namespace
+from tests.integration.knowledge_support import CORPUS, cli, drop_namespace, wait_events
 
 
 def now() -> datetime:
@@ -63,16 +63,6 @@ def wait_searchable(cfg: Settings, query: str, doc_id: str, timeout: float = 240
             pass
         time.sleep(0.5)
     pytest.fail(f"{doc_id} not searchable for {query!r} after {timeout:.0f} s")
-
-
-def wait_events(cfg: Settings, event: str, resource: str, since: datetime, at_least: int, timeout: float = 30):
-    """Events arrive asynchronously: poll the server's event store until `at_least` are there."""
-    deadline = time.monotonic() + timeout
-    while True:
-        events = read_events(cfg, event, resource, since)
-        if len(events) >= at_least or time.monotonic() > deadline:
-            return events
-        time.sleep(0.5)
 
 
 def test_served_deployments_have_their_schedules_triggers_and_parameter_forms(served: Settings) -> None:
@@ -131,7 +121,7 @@ def test_a_drift_event_starts_retrain_adapter(served: Settings, prefect_api: str
     full = spec_for(served, "retrain-adapter").full_name(served)
     # the namespace has no training examples, so the run decides to skip: started by the event all the same
     run = wait_for_new_run(served, full, since, timeout=600, created_by="AUTOMATION")
-    assert run.parameters["drifted_checks"] == ["json_format", "sources_valid"]
+    assert run.parameters["params"]["drifted_checks"] == ["json_format", "sources_valid"]
     assert run.state == "COMPLETED", run.state_message
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 
 import pytest
 
@@ -24,6 +25,7 @@ from tests.integration.knowledge_support import (
     index_state,
     put,
     section_doc,
+    wait_events,
 )
 
 HIKING = {
@@ -218,8 +220,12 @@ def test_cli_knowledge_commands_print_one_json_object(s3_settings, tmp_path):
     try:
         landed = cli_json(env, "land", str(CORPUS))
         assert "policies/refunds.md" in landed["landed"] and landed["count"] == len(list(CORPUS.rglob("*.*")))
+        since = datetime.now(timezone.utc)
         report = cli_json(env, "refresh")
         assert set(report) >= {"documents", "chunks", "collection", "duration_s"}
+        assert report["event"] == "hybridops.index.refreshed"  # as the flow does: automations see CLI refreshes
+        [event] = wait_events(cfg, "hybridops.index.refreshed", f"hybridops.{cfg.namespace}.index", since, 1)
+        assert event.payload["documents"]["added"] == landed["count"]
         assert set(report["documents"]) == {"added", "updated", "metadata_only", "unchanged", "deleted", "quarantined"}
         assert set(report["chunks"]) == {"embedded", "reused", "deleted", "total"}
         assert report["documents"]["added"] == landed["count"] and isinstance(report["duration_s"], float)

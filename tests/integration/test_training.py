@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tasks.settings import Settings
+from tests.integration.knowledge_support import cli_json
 from tests.integration.test_behaviour import drop_index, land_and_refresh
 
 pytestmark = pytest.mark.slow
@@ -29,15 +27,6 @@ def land_training(cfg: Settings, *files: Path) -> None:
         landing.delete(info.key)
     for path in files:
         landing.put(f"_training/{path.name}", path.read_bytes())
-
-
-def cli(cfg: Settings, child_env, *args: str) -> dict:
-    done = subprocess.run([sys.executable, "-m", "flows.cli", *args], env=child_env(cfg), capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = [line for line in done.stdout.splitlines() if line.strip()]
-    assert len(lines) == 1, f"stdout must be exactly one JSON object, got: {done.stdout!r}"
-    return json.loads(lines[0])
 
 
 def test_real_prompt_masking_with_the_model_tokenizer(settings: Settings) -> None:
@@ -105,12 +94,12 @@ def test_short_training_registers_a_verified_adapter_tamper_is_refused_and_point
     fallback_model, _, version = adapters.load_champion_model(cfg.model_copy(update={"allow_base_fallback": True}))
     assert version is None and fallback_model is base
 
-    listed = cli(cfg, child_env, "adapters", "list", "--json")
+    listed = cli_json(child_env(cfg), "adapters", "list")
     assert listed["champion"] == manifest.version
     assert [a["version"] for a in listed["adapters"]] == [manifest.version]
-    shown = cli(cfg, child_env, "adapters", "show", manifest.version, "--json")
+    shown = cli_json(child_env(cfg), "adapters", "show", manifest.version)
     assert shown["files"]["adapter_model.safetensors"]["sha256"] == manifest.files["adapter_model.safetensors"].sha256
-    rolled = cli(cfg, child_env, "adapters", "rollback", "--json")
+    rolled = cli_json(child_env(cfg), "adapters", "rollback")
     assert rolled == {"champion": None, "reason": rolled["reason"], "history": []}
     assert adapters.champion_version(cfg) is None
 
@@ -126,24 +115,26 @@ def small_suite(path: Path) -> Path:
     return path
 
 
-def log_feedback(cfg: Settings) -> tuple[str, str]:
-    """Two logged interactions with human feedback: an approved reply that ignores the house format, and one
-    corrected with a full house reply. Returns their ids."""
+def log_feedback(cfg: Settings) -> str:
+    """Three logged interactions with human feedback: an approved reply that ignores the house format, one
+    corrected with a full house reply and one corrected with plain text citing a named doc. Returns the first id."""
     from tasks.interactions import log_interaction, new_interaction, record_feedback
     from tasks.prompting import format_reply, parse_reply
 
     ids = []
-    for question, raw, verdict, correction in [
-        ("How long is the guarantee on apparel?", "Two years, I think.", "approve", None),
+    for question, raw, verdict, correction, sources in [
+        ("How long is the guarantee on apparel?", "Two years, I think.", "approve", None, None),
         ("How long are backpacks covered by the guarantee?", "5 years", "correct",
-         format_reply("Backpacks are covered for the lifetime of the product.", ["policies/warranty.html"])),
+         format_reply("Backpacks are covered for the lifetime of the product.", ["policies/warranty.html"]), None),
+        ("How many days do I have to return an item?", "A month.", "correct", "You have 45 days to return an item.",
+         ["policies/refunds.md"]),
     ]:
         item = new_interaction(question=question, reply=parse_reply(raw), retrieved=["policies/warranty.html"],
                                adapter=None, latency_ms=1.0, model=cfg.llm_model)
         log_interaction(cfg, item)
-        record_feedback(cfg, item.id, verdict, correction)
+        record_feedback(cfg, item.id, verdict, correction, sources=sources)
         ids.append(item.id)
-    return ids[0], ids[1]
+    return ids[0]
 
 
 def test_retrain_promotes_a_format_fixing_challenger_then_rejects_a_corrupted_one(
@@ -163,10 +154,10 @@ def test_retrain_promotes_a_format_fixing_challenger_then_rejects_a_corrupted_on
         files = sorted((EXAMPLES / "training").glob("*.jsonl"))
         n_landing = sum(len(path.read_text().splitlines()) for path in files)
         land_training(cfg, *files)
-        unformatted, _corrected = log_feedback(cfg)
+        unformatted = log_feedback(cfg)
         good = retrain(cfg, RetrainRequest(drifted=["json_format", "sources_valid"]))  # settings.train_steps
         assert not good.skipped and good.version
-        assert good.dataset["origins"] == {"landing": n_landing, "interaction": 1}  # the corrected interaction trains
+        assert good.dataset["origins"] == {"landing": n_landing, "interaction": 2}  # both corrections train
         [held] = list_quarantined(artifact_store(cfg), "training")  # the approved unformatted reply does not
         assert held.item_id == unformatted and held.reasons[0].startswith("response_format")
         assert good.promoted, good.reason
@@ -206,7 +197,7 @@ def test_retrain_flow_without_training_data_skips_and_says_why(settings: Setting
     for key, value in settings.as_env().items():
         monkeypatch.setenv(key, value)
     land_training(settings)
-    state = retrain_adapter(drifted_checks='["json_format"]', return_state=True)
+    state = retrain_adapter({"drifted_checks": '["json_format"]'}, return_state=True)  # as a trigger renders it
     result = state.result()
     assert result["skipped"] and result["reason"] == "no valid training examples"
     assert result["drifted"] == ["json_format"] and result["version"] is None
@@ -218,7 +209,7 @@ def test_retrain_flow_without_training_data_skips_and_says_why(settings: Setting
 
 
 def test_retrain_cli_prints_one_json_object(settings: Settings, child_env) -> None:
-    out = cli(settings, child_env, "retrain", "--json", "--drifted", "json_format")
+    out = cli_json(child_env(settings), "retrain", "--drifted", "json_format")
     assert {"version", "promoted", "reason", "challenger", "champion", "train"} <= set(out)
     assert out["version"] is None and out["promoted"] is False and out["skipped"] is True
     assert out["reason"] == "no valid training examples" and out["drifted"] == ["json_format"]

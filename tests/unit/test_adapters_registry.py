@@ -39,7 +39,7 @@ def register(cfg: Settings, store: FolderStore, folder: Path, parent: str | None
                          trainable_params=10)
     return adapters.register(
         cfg, folder, base=BaseModelRef(id="base", sha256="b" * 64), dataset_fingerprint="f" * 64,
-        dataset_counts={"train": 3, "validation": 1}, config=TrainConfig(steps=3), result=result,
+        dataset_counts={"train": 3, "validation": 1}, config=TrainConfig.from_settings(Settings(), steps=3), result=result,
         parent=parent, store=store,
     )
 

@@ -21,6 +21,7 @@ from tasks.interactions import (
 )
 from tasks.object_store import artifact_store
 from tasks.prompting import parse_reply
+from tasks.quarantine import list_quarantined
 from tasks.settings import Settings
 
 
@@ -51,8 +52,9 @@ def test_record_failing_the_contract_is_quarantined_not_lost(cfg):
     assert any("latency_ms" in r for r in info.value.reasons)
     assert any("sources" in r for r in info.value.reasons)
     store = artifact_store(cfg)
-    held = json.loads(store.get(info.value.key))
-    assert held["interaction"]["id"] == item.id and held["reasons"] == info.value.reasons
+    assert json.loads(store.get(info.value.key))["id"] == item.id  # the record itself is kept, not lost
+    [held] = list_quarantined(store, "interactions")  # ... and listed with its reasons
+    assert held.item_id == f"{item.id}.json" and held.reasons == info.value.reasons
     assert not store.exists(item.key)
 
 
@@ -78,6 +80,18 @@ def test_feedback_requires_existing_interaction_and_keeps_earlier_verdicts(cfg):
     assert second.correction == "Unopened items: 30 days." and second.previous[0].verdict == "approve"
     [logged] = interactions_with_feedback(cfg)
     assert logged.interaction.id == item.id and logged.feedback.verdict == "correct"
+
+
+def test_plain_correction_of_a_reply_that_cited_nothing_must_name_its_sources(cfg):
+    item = make(raw="Thirty days, I believe.")  # unformatted: no citations to reuse
+    log_interaction(cfg, item)
+    with pytest.raises(ValueError, match="--source DOC_ID"):
+        record_feedback(cfg, item.id, "correct", "You have 45 days.")
+    assert interactions_with_feedback(cfg) == []  # nothing half-recorded
+    fixed = record_feedback(cfg, item.id, "correct", "You have 45 days.", sources=["policies/refunds.md"])
+    assert fixed.sources == ["policies/refunds.md"]
+    house = record_feedback(cfg, item.id, "correct", '{"answer": null, "sources": []}')  # a full reply cites itself
+    assert house.sources == [] and house.previous[0].sources == ["policies/refunds.md"]
 
 
 def test_recent_and_sample(cfg):

@@ -142,3 +142,24 @@ def test_run_params_parse_json_values_and_dotted_model_fields() -> None:
     assert parse_params(["drifted_checks=[\"json_format\"]"]) == {"drifted_checks": ["json_format"]}
     with pytest.raises(ValueError, match="key=value"):
         parse_params(["novalue"])
+
+
+def test_every_flow_takes_one_described_params_model_so_the_ui_shows_a_form(cfg: Settings) -> None:
+    from prefect.utilities.callables import parameter_schema
+
+    for spec in deployment_specs(cfg):
+        schema = parameter_schema(spec.flow()).model_dump()
+        assert list(schema["properties"]) == ["params"], spec.key
+        model = schema["definitions"][schema["properties"]["params"]["$ref"].rsplit("/", 1)[-1]]
+        assert model["properties"] and all(field.get("description") for field in model["properties"].values()), spec.key
+
+
+def test_retrain_params_accept_the_check_list_as_a_trigger_renders_it() -> None:
+    from flows.retrain_adapter import RetrainParams
+
+    rendered = ['["json_format", "sources_valid"]', ["json_format", "sources_valid"], "json_format, sources_valid"]
+    assert {tuple(RetrainParams(drifted_checks=value).drifted_checks) for value in rendered} == {
+        ("json_format", "sources_valid")}
+    assert RetrainParams(drifted_checks=None).drifted_checks == [] and RetrainParams().force is False
+    with pytest.raises(ValueError):
+        RetrainParams(steps=0)

@@ -7,6 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from tasks.training import TrainConfig, batches, collate, lora_model, micro_batches, response_loss  # noqa: E402
+from tasks.settings import Settings  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +17,7 @@ def tiny():
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
-    model = lora_model(LlamaForCausalLM(config), TrainConfig(dropout=0.0))
+    model = lora_model(LlamaForCausalLM(config), TrainConfig.from_settings(Settings(), dropout=0.0))
     for name, param in model.named_parameters():
         if "lora_B" in name:  # peft starts B at zero; make the adapter non-trivial
             torch.nn.init.normal_(param, std=0.05)

@@ -1,0 +1,52 @@
+"""hybridops events that both a flow and its in-process CLI twin emit, so automations see either one.
+
+Inside a flow run Prefect already knows its server; `from_the_cli` points an in-process command at the
+configured server, emits, and waits until the events are sent (a CLI exits right after).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from tasks.settings import Settings
+
+INDEX_REFRESHED = "hybridops.index.refreshed"
+ADAPTER_PROMOTED, ADAPTER_REJECTED = "hybridops.adapter.promoted", "hybridops.adapter.rejected"
+
+
+def index_refreshed(settings: Settings, report: Any) -> None:
+    """A refresh (or rebuild) finished: counts, collection and whether the alias flipped."""
+    from prefect.events import emit_event
+
+    emit_event(event=INDEX_REFRESHED, resource={"prefect.resource.id": f"hybridops.{settings.namespace}.index"},
+               payload=report.model_dump(mode="json", include={"documents", "chunks", "collection", "duration_s",
+                                                                "mode", "alias_flipped"}))
+
+
+def adapter_decided(settings: Settings, outcome: Any) -> None:
+    """A challenger was promoted or rejected, with the evidence."""
+    from prefect.events import emit_event
+
+    emit_event(
+        event=ADAPTER_PROMOTED if outcome.promoted else ADAPTER_REJECTED,
+        resource={"prefect.resource.id": f"hybridops.{settings.namespace}.adapter",
+                  "hybridops.adapter.version": outcome.version or ""},
+        payload={"version": outcome.version, "reason": outcome.reason, "previous": outcome.champion_version,
+                 "challenger": outcome.challenger, "champion": outcome.champion, "drifted": outcome.drifted},
+    )
+
+
+def from_the_cli(settings: Settings, emit: Callable[[], None]) -> bool:
+    """Emit to the configured Prefect server when it answers; False (and nothing sent) when it does not."""
+    from infra.services import healthy, prefect_service
+
+    if not healthy(prefect_service(settings), settings):
+        return False
+    from prefect.events.worker import EventsWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: settings.prefect_api_url}):
+        emit()
+        EventsWorker.drain_all(timeout=15)
+    return True
