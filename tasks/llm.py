@@ -29,6 +29,7 @@ PACKAGED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MARKER = "hybridops-model.json"
 """Written last inside the temp folder before the rename: a folder with it is a complete conversion."""
 _FORMAT = 1  # bump when the conversion recipe changes so old caches are rebuilt
+_EDGE_BYTES = 1 << 20
 _DTYPE = "float32"
 """Saved and loaded as fp32: the exact dequantised GGUF weights, ~7x faster CPU generation than bf16
 weights, and float parameters peft/LoRA can train (bf16 autocast still works on top)."""
@@ -151,9 +152,15 @@ def _folder_name(gguf: Path, setting: str) -> str:
 
 
 def _fingerprint(gguf: Path) -> dict[str, Any]:
-    """Cheap identity of the source file; a reinstalled or replaced GGUF triggers a new conversion."""
-    stat = gguf.stat()
-    return {"format": _FORMAT, "gguf": str(gguf), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "dtype": _DTYPE}
+    """Cheap content identity of the source file (size + sha256 of its first and last MiB), not its path or
+    mtime: another venv or a reinstall of the same wheel reuses the conversion, a different GGUF does not."""
+    size = gguf.stat().st_size
+    digest = hashlib.sha256()
+    with gguf.open("rb") as f:
+        digest.update(f.read(_EDGE_BYTES))
+        f.seek(max(0, size - _EDGE_BYTES))
+        digest.update(f.read(_EDGE_BYTES))
+    return {"format": _FORMAT, "gguf": gguf.name, "size": size, "edges_sha256": digest.hexdigest(), "dtype": _DTYPE}
 
 
 def _is_ready(target: Path, fingerprint: dict[str, Any]) -> bool:

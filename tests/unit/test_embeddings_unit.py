@@ -48,8 +48,13 @@ def test_conversion_marker_must_match_the_source_file(tmp_path: Path) -> None:
     assert not _is_ready(target, _fingerprint(gguf))  # no marker: a crashed conversion
     (target / MARKER).write_text(json.dumps({"source": _fingerprint(gguf)}))
     assert _is_ready(target, _fingerprint(gguf))
-    gguf.write_bytes(b"y" * 11)  # the source changed: convert again
+    gguf.write_bytes(b"y" * 10)  # same size, other content: convert again
     assert not _is_ready(target, _fingerprint(gguf))
+    gguf.write_bytes(b"x" * 10)
+    elsewhere = tmp_path / "other-venv" / "m.gguf"  # the same file installed in another venv: reuse
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes(gguf.read_bytes())
+    assert _is_ready(target, _fingerprint(elsewhere))
 
 
 def test_hf_ids_and_model_folders_need_no_conversion(tmp_path: Path) -> None:
