@@ -60,6 +60,11 @@ class Verdict(BaseModel):
     sources: list[str] = []  # what a plain-text correction cites (default: the reply's own sources)
     created_at: str
 
+    @property
+    def plain_correction(self) -> bool:
+        """A corrected answer text (to be cited), as opposed to a full house JSON reply."""
+        return self.verdict == "correct" and not (self.correction or "").startswith("{")
+
 
 class Feedback(Verdict):
     """The latest judgement of one interaction; earlier ones are kept in `previous` (oldest first)."""
@@ -79,6 +84,16 @@ class Feedback(Verdict):
 class LoggedInteraction(BaseModel):
     interaction: Interaction
     feedback: Feedback | None = None
+
+    @property
+    def cited(self) -> list[str]:
+        """What the judged reply cites: the feedback's sources, else the reply's own."""
+        return (self.feedback.sources if self.feedback else []) or self.interaction.sources
+
+    @property
+    def trainable(self) -> bool:
+        """Judged, and able to teach the house format (an approved unformatted reply cannot)."""
+        return self.feedback is not None and (self.interaction.format_ok or self.feedback.verdict == "correct")
 
 
 class InteractionRejected(ValueError):
@@ -166,7 +181,7 @@ def record_feedback(
     correction: str | None = None,
     store: ObjectStore | None = None,
     sources: list[str] | None = None,
-) -> Feedback:
+) -> LoggedInteraction:
     """Record a human verdict on a logged interaction (the interaction must exist); keeps earlier verdicts.
 
     A plain-text correction becomes a cited house reply for training, so it needs sources: the ones given,
@@ -174,10 +189,6 @@ def record_feedback(
     """
     store = store or artifact_store(settings)
     item = get_interaction(settings, interaction_id, store)
-    text = correction.strip() if correction is not None else None
-    if verdict == "correct" and text and not text.startswith("{") and not (sources or item.sources):
-        raise ValueError(f"interaction {interaction_id} cited no document, so the correction has nothing to cite: "
-                         f"name the supporting passage(s) with --source DOC_ID (retrieved: {item.retrieved})")
     key = f"feedback/{interaction_id}.json"
     previous: list[Verdict] = []
     if store.exists(key):
@@ -186,13 +197,17 @@ def record_feedback(
     feedback = Feedback(
         interaction_id=interaction_id,
         verdict=verdict,
-        correction=text,
+        correction=correction.strip() if correction is not None else None,
         sources=list(sources or []),
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         previous=previous,
     )
+    logged = LoggedInteraction(interaction=item, feedback=feedback)
+    if feedback.plain_correction and not logged.cited:
+        raise ValueError(f"interaction {interaction_id} cited no document, so the correction has nothing to cite: "
+                         f"name the supporting passage(s) with --source DOC_ID (retrieved: {item.retrieved})")
     store.put(key, feedback.model_dump_json(indent=2).encode())
-    return feedback
+    return logged
 
 
 def recent_interactions(

@@ -193,13 +193,11 @@ def feedback_example(settings: Settings, logged: LoggedInteraction) -> TrainingE
     with the feedback's sources or else the original reply's, or a full house JSON reply). The prompt is rebuilt
     from today's retrieval, with the cited docs put back if retrieval misses them."""
     item, feedback = logged.interaction, logged.feedback
-    cited = feedback.sources or item.sources
-    passages = production_passages(settings, item.question, cited)
+    passages = production_passages(settings, item.question, logged.cited)
     if feedback.verdict == "approve":
         response = format_reply(item.answer, item.sources) if item.format_ok else item.raw
     else:
-        correction = (feedback.correction or "").strip()
-        response = correction if correction.startswith("{") else format_reply(correction, cited)
+        response = format_reply(feedback.correction, logged.cited) if feedback.plain_correction else feedback.correction
     raw = json.dumps({"interaction": item.model_dump(mode="json"), "feedback": feedback.model_dump(mode="json")})
     return TrainingExample(
         id=f"interaction-{item.id}", origin=f"interaction:{item.id}", question=item.question,

@@ -61,7 +61,7 @@ def feedback(
     """Record a human judgement of one interaction (approved/corrected interactions become training data)."""
     from pydantic import ValidationError
 
-    from tasks.interactions import get_interaction, record_feedback
+    from tasks.interactions import record_feedback
     from tasks.object_store import ObjectStoreError
 
     if approve == (correct is not None):
@@ -70,11 +70,10 @@ def feedback(
         fail("--source goes with --correct")
     cfg = settings()
     try:
-        record = record_feedback(cfg, interaction_id, "approve" if approve else "correct", correct, sources=source)
-        item = get_interaction(cfg, interaction_id)
+        logged = record_feedback(cfg, interaction_id, "approve" if approve else "correct", correct, sources=source)
     except (KeyError, ValueError, ValidationError, ObjectStoreError) as exc:
         fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc))
-    trainable = item.format_ok or record.verdict == "correct"  # an unformatted reply cannot teach the format
+    record, trainable = logged.feedback, logged.trainable
     data = {
         "interaction_id": record.interaction_id, "verdict": record.verdict, "correction": record.correction,
         "sources": record.sources, "created_at": record.created_at, "previous": len(record.previous),

@@ -106,9 +106,9 @@ def refresh_command(
     failed_gate = report.gate is not None and report.gate.status == "failed"
     event = None
     if not failed_gate:  # the same event the refresh-index flow emits, so automations see manual refreshes
-        from flows.announce import INDEX_REFRESHED, from_the_cli, index_refreshed
+        from flows.announce import from_the_cli, index_refreshed
 
-        event = INDEX_REFRESHED if from_the_cli(cfg, lambda: index_refreshed(cfg, report)) else None
+        event = from_the_cli(cfg, lambda: index_refreshed(cfg, report))
     data = report.model_dump(mode="json") | {"event": event}
     if json_output:
         print_json(data)

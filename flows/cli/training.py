@@ -57,10 +57,9 @@ def retrain(
         fail(f"retrain failed: {type(exc).__name__}: {exc}")
     event = None
     if not outcome.skipped:  # the same event the retrain-adapter flow emits, so automations see manual runs
-        from flows.announce import ADAPTER_PROMOTED, ADAPTER_REJECTED, adapter_decided, from_the_cli
+        from flows.announce import adapter_decided, from_the_cli
 
-        if from_the_cli(cfg, lambda: adapter_decided(cfg, outcome)):
-            event = ADAPTER_PROMOTED if outcome.promoted else ADAPTER_REJECTED
+        event = from_the_cli(cfg, lambda: adapter_decided(cfg, outcome))
     if json_output:
         print_json(outcome.cli_dict() | {"event": event})
         return

@@ -74,9 +74,9 @@ def test_feedback_requires_existing_interaction_and_keeps_earlier_verdicts(cfg):
         record_feedback(cfg, "../../etc/passwd", "approve")
     with pytest.raises(ValueError, match="correction needs"):
         record_feedback(cfg, item.id, "correct", "   ")
-    first = record_feedback(cfg, item.id, "approve")
+    first = record_feedback(cfg, item.id, "approve").feedback
     assert first.verdict == "approve" and first.previous == []
-    second = record_feedback(cfg, item.id, "correct", "Unopened items: 30 days.")
+    second = record_feedback(cfg, item.id, "correct", "Unopened items: 30 days.").feedback
     assert second.correction == "Unopened items: 30 days." and second.previous[0].verdict == "approve"
     [logged] = interactions_with_feedback(cfg)
     assert logged.interaction.id == item.id and logged.feedback.verdict == "correct"
@@ -88,9 +88,9 @@ def test_plain_correction_of_a_reply_that_cited_nothing_must_name_its_sources(cf
     with pytest.raises(ValueError, match="--source DOC_ID"):
         record_feedback(cfg, item.id, "correct", "You have 45 days.")
     assert interactions_with_feedback(cfg) == []  # nothing half-recorded
-    fixed = record_feedback(cfg, item.id, "correct", "You have 45 days.", sources=["policies/refunds.md"])
+    fixed = record_feedback(cfg, item.id, "correct", "You have 45 days.", sources=["policies/refunds.md"]).feedback
     assert fixed.sources == ["policies/refunds.md"]
-    house = record_feedback(cfg, item.id, "correct", '{"answer": null, "sources": []}')  # a full reply cites itself
+    house = record_feedback(cfg, item.id, "correct", '{"answer": null, "sources": []}').feedback  # cites itself
     assert house.sources == [] and house.previous[0].sources == ["policies/refunds.md"]
 
 
