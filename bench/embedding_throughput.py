@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tasks.embeddings import Embedder, load_embedder
-from tasks.model_runtime import available_cpus, cpu_supports_bf16
-from tasks.settings import load_settings
+from hybridops.tasks.knowledge.embeddings import Embedder, load_embedder
+from hybridops.tasks.core.model_runtime import available_cpus, cpu_supports_bf16
+from hybridops.tasks.core.settings import load_settings
 
 
 def stdlib_prose(limit_chars: int) -> str:

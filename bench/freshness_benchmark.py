@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks.settings import Settings, load_settings  # noqa: E402
+from hybridops.tasks.core.settings import Settings, load_settings  # noqa: E402
 
 TARGET_P50_S, TARGET_P95_S = 5.0, 15.0
 
@@ -36,7 +36,7 @@ def document(token: str, i: int) -> bytes:
 
 
 def found(settings: Settings, client, token: str, doc_id: str) -> bool:
-    from tasks.search import NoIndexError, search
+    from hybridops.tasks.knowledge.search import NoIndexError, search
 
     try:
         return any(hit.doc_id == doc_id and token in hit.text for hit in search(settings, token, k=5, client=client))
@@ -46,9 +46,9 @@ def found(settings: Settings, client, token: str, doc_id: str) -> bool:
 
 def measure(settings: Settings, landings: int, timeout_s: float, prefix: str) -> list[dict]:
     """Land one document at a time and time until search returns its new text."""
-    from tasks.embeddings import load_embedder
-    from tasks.object_store import landing_zone
-    from tasks.weaviate_client import weaviate_session
+    from hybridops.tasks.knowledge.embeddings import load_embedder
+    from hybridops.tasks.core.object_store import landing_zone
+    from hybridops.tasks.core.weaviate_connection import weaviate_session
 
     load_embedder(settings)  # query embeddings: load once, outside the timings
     landing, rng, samples = landing_zone(settings), random.Random(7), []
@@ -107,8 +107,8 @@ def summary(settings: Settings, samples: list[dict]) -> dict:
 
 def event_latency(settings: Settings, since: datetime) -> dict:
     """Seconds from each hybridops.landing.changed event to the refresh run it started being Running."""
-    from flows.deployments import spec_for
-    from flows.run_control import deployment_runs, prefect_client, read_events
+    from hybridops.flows.orchestration.deployments import spec_for
+    from hybridops.flows.orchestration.run_control import deployment_runs, prefect_client, read_events
 
     events = read_events(settings, "hybridops.landing.changed", f"hybridops.{settings.namespace}.landing", since)
     runs = [r for r in deployment_runs(settings, spec_for(settings, "refresh-index").full_name(settings), since)
@@ -136,8 +136,8 @@ def main() -> None:
     if args.landings < 1:
         parser.error("--landings must be >= 1")
 
-    from flows.serving import ServeProcess, exit_on_sigterm
-    from tasks.object_store import landing_zone
+    from hybridops.flows.orchestration.serving import ServeProcess, exit_on_sigterm
+    from hybridops.tasks.core.object_store import landing_zone
 
     exit_on_sigterm()
 
@@ -155,8 +155,8 @@ def main() -> None:
         for info in list(store.list(prefix)):
             store.delete(info.key)
         try:  # let the refresh remove the probes from the index before `serve` stops
-            from flows.deployments import spec_for
-            from flows.run_control import wait_for_new_run
+            from hybridops.flows.orchestration.deployments import spec_for
+            from hybridops.flows.orchestration.run_control import wait_for_new_run
 
             wait_for_new_run(settings, spec_for(settings, "refresh-index").full_name(settings), removed_at, timeout=60)
         except (TimeoutError, RuntimeError) as exc:

@@ -24,7 +24,7 @@ import time
 import uuid
 from pathlib import Path
 
-from tasks.settings import Settings, load_settings
+from hybridops.tasks.core.settings import Settings, load_settings
 
 
 def docstring_documents(limit: int, max_chars: int = 4_000) -> dict[str, str]:
@@ -73,14 +73,14 @@ def log(message: str) -> None:
 
 
 def run(base: Settings, n_docs: int, n_queries: int) -> dict:
-    from tasks.contracts import make_candidate, validate_documents
-    from tasks.embeddings import load_embedder
-    from tasks.index import alias_name, list_generations, live_name, read_index_state
-    from tasks.landing import land
-    from tasks.object_store import landing_zone
-    from tasks.refresh import run_refresh
-    from tasks.search import Searcher
-    from tasks.weaviate_client import weaviate_session
+    from hybridops.tasks.core.contracts import make_candidate, validate_documents
+    from hybridops.tasks.knowledge.embeddings import load_embedder
+    from hybridops.tasks.knowledge.index import alias_name, list_generations, live_name, read_index_state
+    from hybridops.tasks.knowledge.landing import land
+    from hybridops.tasks.core.object_store import landing_zone
+    from hybridops.tasks.knowledge.refresh import run_refresh
+    from hybridops.tasks.knowledge.search import Searcher
+    from hybridops.tasks.core.weaviate_connection import weaviate_session
 
     home = Path(tempfile.mkdtemp(prefix="hybridops-bench-"))
     cfg = Settings(**(base.model_dump() | {"home": home, "namespace": "bench" + uuid.uuid4().hex[:8],
@@ -166,8 +166,8 @@ def run(base: Settings, n_docs: int, n_queries: int) -> dict:
 
 
 def _drop(cfg: Settings) -> None:
-    from tasks.index import alias_name, list_generations
-    from tasks.weaviate_client import weaviate_session
+    from hybridops.tasks.knowledge.index import alias_name, list_generations
+    from hybridops.tasks.core.weaviate_connection import weaviate_session
 
     try:
         with weaviate_session(cfg) as client:

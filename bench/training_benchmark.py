@@ -1,4 +1,4 @@
-"""Training step time of hybridops' LoRA path (tasks.training.train) vs a plain peft + torch loop, same data.
+"""Training step time of hybridops' LoRA path (hybridops.tasks.behaviour.training.train) vs a plain peft + torch loop, same data.
 
 Prints one JSON object: median step seconds of both (first step excluded as warm-up), their ratio (target
 <= 1.1), tokens/s, peak RSS. Rounds alternate between the two loops so machine noise hits both alike.
@@ -30,7 +30,7 @@ def plain_loop(settings, cfg, data, steps: int) -> tuple[list[float], int]:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from tasks.llm import prepare_base_model
+    from hybridops.tasks.behaviour.llm import prepare_base_model
 
     torch.manual_seed(cfg.seed)
     model = AutoModelForCausalLM.from_pretrained(prepare_base_model(settings), dtype=torch.float32)
@@ -60,7 +60,7 @@ def plain_loop(settings, cfg, data, steps: int) -> tuple[list[float], int]:
 
 
 def ours(settings, cfg, data) -> tuple[list[float], int, float]:
-    from tasks.training import train
+    from hybridops.tasks.behaviour.training import train
 
     stamps: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -70,18 +70,18 @@ def ours(settings, cfg, data) -> tuple[list[float], int, float]:
 
 
 def _bf16() -> bool:
-    from tasks.training import bf16_supported
+    from hybridops.tasks.behaviour.training import bf16_supported
 
     return bf16_supported()
 
 
 def run_one(path: str, steps: int, examples: str) -> dict:
     """One loop in this process: its step times, tokens and this process's peak RSS."""
-    from tasks.landing import land
-    from tasks.object_store import FolderStore
-    from tasks.settings import load_settings
-    from tasks.training import TrainConfig
-    from tasks.training_data import build_training_data
+    from hybridops.tasks.knowledge.landing import land
+    from hybridops.tasks.core.object_store import FolderStore
+    from hybridops.tasks.core.settings import load_settings
+    from hybridops.tasks.behaviour.training import TrainConfig
+    from hybridops.tasks.behaviour.training_data import build_training_data
 
     with tempfile.TemporaryDirectory() as home:
         settings = load_settings(home=Path(home), landing=str(Path(home) / "landing"))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks.settings import load_settings  # noqa: E402
+from hybridops.tasks.core.settings import load_settings  # noqa: E402
 
 FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--url", default=None, help="Page to open (default: the Prefect UI deployments page).")
     args = parser.parse_args()
 
-    from flows.deployments import deployment_specs
+    from hybridops.flows.orchestration.deployments import deployment_specs
 
     settings = load_settings()
     url = args.url or settings.prefect_api_url.removesuffix("/api") + "/deployments"

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from tasks.settings import Settings
+from hybridops.tasks.core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "examples" / "corpus"
@@ -50,7 +50,7 @@ def demo_settings(settings: Settings) -> Settings:
     The demo owns the machine while it runs, so torch may use every CPU (the default leaves one free for
     busy shared boxes): measured on the idle 2-CPU box, 2 threads train ~30% and answer ~35% faster than 1.
     """
-    from tasks.model_runtime import available_cpus
+    from hybridops.tasks.core.model_runtime import available_cpus
 
     namespace = (settings.namespace + "_demo")[:40]
     return settings.model_copy(update={"namespace": namespace, "home": settings.home / "demo",
@@ -92,7 +92,7 @@ class Story:
     # --- the steps -------------------------------------------------------------------------------
 
     def start_stack(self) -> None:
-        from infra.services import up
+        from hybridops.infra.services import up
 
         with self.step("Start the stack", "Prefect server + UI, Weaviate and MinIO as local processes.") as f:
             report = up(self.base, on_event=lambda msg: self.console.log(msg))
@@ -100,8 +100,8 @@ class Story:
             self.say(", ".join(f"{name}: {action}" for name, action in f["services"].items()))
 
     def reset(self) -> None:
-        from tasks.index import alias_name, list_generations
-        from tasks.weaviate_client import weaviate_session
+        from hybridops.tasks.knowledge.index import alias_name, list_generations
+        from hybridops.tasks.core.weaviate_connection import weaviate_session
 
         with self.step("Reset the demo namespace", f"namespace {self.cfg.namespace}: landing zone, store and "
                        "index start empty, so the story is the same every time.") as f:
@@ -116,8 +116,8 @@ class Story:
             f["dropped_collections"] = dropped
 
     def prepare_models(self) -> None:
-        from tasks.embeddings import load_embedder
-        from tasks.llm import prepare_base_model
+        from hybridops.tasks.knowledge.embeddings import load_embedder
+        from hybridops.tasks.behaviour.llm import prepare_base_model
 
         with self.step("Prepare the models", "Packaged all-MiniLM-L6-v2 and SmolLM2-135M-Instruct (converted once, "
                        "cached); no model hub needed.") as f:
@@ -126,7 +126,7 @@ class Story:
             self.say(f"LLM: {f['llm']}\nembeddings: {f['embedding_model']}")
 
     def serve(self):
-        from flows.serving import ServeProcess
+        from hybridops.flows.orchestration.serving import ServeProcess
 
         with self.step("Serve the deployments", "`hybridops serve` registers every deployment with the Prefect "
                        "server (events, schedules, manual) and runs their flow runs.") as f:
@@ -141,7 +141,7 @@ class Story:
         return serve
 
     def land_corpus(self) -> datetime:
-        from tasks.object_store import landing_zone
+        from hybridops.tasks.core.object_store import landing_zone
 
         with self.step("Land the example corpus", "Documents are just dropped into the landing zone; nobody "
                        "calls the refresh.") as f:
@@ -159,7 +159,7 @@ class Story:
         return since
 
     def refresh_by_event(self, since: datetime, title: str) -> dict:
-        from flows.run_control import wait_for_new_run
+        from hybridops.flows.orchestration.run_control import wait_for_new_run
 
         with self.step(title, "watch-landing notices the change and emits hybridops.landing.changed; its "
                        "trigger starts refresh-index.") as f:
@@ -174,7 +174,7 @@ class Story:
         return f
 
     def ask(self, title: str, why: str, expect_format: bool | None = None, expect_text: str | None = None) -> dict:
-        from tasks.answer import ask
+        from hybridops.tasks.behaviour.answer import ask
 
         with self.step(title, why) as f:
             with self.console.status("retrieving context and generating..."):
@@ -193,8 +193,8 @@ class Story:
         return f
 
     def land_training(self) -> None:
-        from tasks.landing import TRAINING_PREFIX, land
-        from tasks.object_store import landing_zone
+        from hybridops.tasks.knowledge.landing import TRAINING_PREFIX, land
+        from hybridops.tasks.core.object_store import landing_zone
 
         with self.step("Land curated training examples", "Examples of the house reply format "
                        "{\"answer\", \"sources\"} land in the training area (_training/), not in the index.") as f:
@@ -203,8 +203,8 @@ class Story:
             self.say(", ".join(f["files"]))
 
     def evaluate(self) -> datetime:
-        from flows.run_control import start_run, wait_for_run
-        from tasks.drift import load_history
+        from hybridops.flows.orchestration.run_control import start_run, wait_for_run
+        from hybridops.tasks.behaviour.drift import load_history
 
         with self.step("Evaluate behaviour", "The daily evaluate-behaviour deployment, run now: the suite on the "
                        "champion; every failing case is attributed to a knowledge or a behaviour gap.") as f:
@@ -229,8 +229,8 @@ class Story:
         return started
 
     def retrain_by_event(self, since: datetime) -> None:
-        from flows.run_control import wait_for_new_run
-        from tasks.adapters import champion, list_versions
+        from hybridops.flows.orchestration.run_control import wait_for_new_run
+        from hybridops.tasks.behaviour.adapters import champion, list_versions
 
         with self.step("Retrain starts by event", "hybridops.behaviour.drift triggers retrain-adapter: LoRA "
                        "challenger, same held-out suite for challenger and champion, promote only if better.") as f:
@@ -253,7 +253,7 @@ class Story:
                 self.fail(f"the challenger was not promoted: {f['reason']}")
 
     def update_document(self) -> datetime:
-        from tasks.object_store import landing_zone
+        from hybridops.tasks.core.object_store import landing_zone
 
         with self.step("Update one document", f"{UPDATED_DOC}: the return window changes from 45 to 30 days.") as f:
             store = landing_zone(self.cfg)
@@ -266,7 +266,7 @@ class Story:
         return since
 
     def searchable(self, since: datetime) -> None:
-        from tasks.search import search
+        from hybridops.tasks.knowledge.search import search
 
         with self.step("The new fact is searchable", "hybridops search returns the updated passage.") as f:
             hits = search(self.cfg, QUESTION, k=3)
@@ -300,7 +300,7 @@ class Story:
 
 def run_demo(settings: Settings, console: Console | None = None, keep_serving: bool = False) -> dict:
     """Tell the whole story; returns the JSON report (raises DemoFailed with the steps done so far)."""
-    from flows.serving import exit_on_sigterm
+    from hybridops.flows.orchestration.serving import exit_on_sigterm
 
     exit_on_sigterm()
     started = time.perf_counter()
@@ -336,13 +336,13 @@ def _now() -> datetime:
 
 
 def _specs(settings: Settings):
-    from flows.deployments import deployment_specs
+    from hybridops.flows.orchestration.deployments import deployment_specs
 
     return deployment_specs(settings)
 
 
 def _spec(settings: Settings, key: str):
-    from flows.deployments import spec_for
+    from hybridops.flows.orchestration.deployments import spec_for
 
     return spec_for(settings, key)
 

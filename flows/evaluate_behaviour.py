@@ -13,12 +13,12 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
-from tasks.answer import LoadedModel, load_answering_model
-from tasks.behaviour_eval import EvalReport, Suite, eval_suite, run_suite
-from tasks.behaviour_report import case_rows, trend_markdown
-from tasks.drift import EvalRecord, assess, load_history, record_history, summarize
-from tasks.gap_attribution import GapAttribution, attribute_gaps
-from tasks.settings import Settings, load_settings
+from hybridops.tasks.behaviour.answer import LoadedModel, load_answering_model
+from hybridops.tasks.behaviour.suite import EvalReport, Suite, eval_suite, run_suite
+from hybridops.tasks.behaviour.report import case_rows, trend_markdown
+from hybridops.tasks.behaviour.drift import EvalRecord, assess, load_history, record_history, summarize
+from hybridops.tasks.behaviour.gap_attribution import GapAttribution, attribute_gaps
+from hybridops.tasks.core.settings import Settings, load_settings
 
 
 @task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from flows.refresh_index import RefreshParams, refresh_index
-from tasks.refresh_report import RefreshReport
+from hybridops.flows.refresh_index import RefreshParams, refresh_index
+from hybridops.tasks.knowledge.refresh_report import RefreshReport
 
 
 class RebuildParams(BaseModel):

@@ -17,12 +17,12 @@ from prefect.concurrency.sync import concurrency
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
-from flows.announce import index_refreshed
-from flows.watch_landing import announce_follow_up, landing_snapshot
-from tasks.rebuild import Target
-from tasks.refresh import BatchResult, RefreshError, RefreshPlan, WorkItem, is_transient
-from tasks.refresh_report import RefreshReport, report_markdown
-from tasks.settings import Settings, load_settings
+from hybridops.flows.orchestration.events import index_refreshed
+from hybridops.flows.watch_landing import announce_follow_up, landing_snapshot
+from hybridops.tasks.knowledge.rebuild import Target
+from hybridops.tasks.knowledge.refresh import BatchResult, RefreshError, RefreshPlan, WorkItem, is_transient
+from hybridops.tasks.knowledge.refresh_report import RefreshReport, report_markdown
+from hybridops.tasks.core.settings import Settings, load_settings
 
 
 class RefreshParams(BaseModel):
@@ -71,11 +71,11 @@ def ensure_concurrency_limit(settings: Settings) -> str:
 @task(**IO_TASK)
 def plan_refresh(settings: Settings, full: bool, verify: bool) -> RefreshPlan:
     """Choose the target generation and diff the landing listing against the index's own state."""
-    from tasks.embeddings import load_embedder
-    from tasks.object_store import landing_zone
-    from tasks.rebuild import choose_target
-    from tasks.refresh import make_plan
-    from tasks.weaviate_client import weaviate_session
+    from hybridops.tasks.knowledge.embeddings import load_embedder
+    from hybridops.tasks.core.object_store import landing_zone
+    from hybridops.tasks.knowledge.rebuild import choose_target
+    from hybridops.tasks.knowledge.refresh import make_plan
+    from hybridops.tasks.core.weaviate_connection import weaviate_session
 
     with weaviate_session(settings) as client:
         target = choose_target(client, settings, load_embedder(settings), full)
@@ -85,11 +85,11 @@ def plan_refresh(settings: Settings, full: bool, verify: bool) -> RefreshPlan:
 @task(**IO_TASK)
 def index_batch(settings: Settings, target: Target, items: list[WorkItem], deep: bool) -> BatchResult:
     """Validate, chunk, embed changed chunks, upsert and delete stale chunks for one batch of documents."""
-    from tasks.embedding_cache import open_cache
-    from tasks.embeddings import load_embedder
-    from tasks.object_store import artifact_store, landing_zone
-    from tasks.refresh import apply_batch
-    from tasks.weaviate_client import weaviate_session
+    from hybridops.tasks.knowledge.embedding_cache import open_cache
+    from hybridops.tasks.knowledge.embeddings import load_embedder
+    from hybridops.tasks.core.object_store import artifact_store, landing_zone
+    from hybridops.tasks.knowledge.refresh import apply_batch
+    from hybridops.tasks.core.weaviate_connection import weaviate_session
 
     with weaviate_session(settings) as client, open_cache(settings) as cache:
         return apply_batch(settings, client, landing_zone(settings), artifact_store(settings),
@@ -99,10 +99,10 @@ def index_batch(settings: Settings, target: Target, items: list[WorkItem], deep:
 @task(**IO_TASK)
 def finish_refresh(settings: Settings, plan: RefreshPlan, results: list[BatchResult], started: float) -> RefreshReport:
     """Delete vanished documents, gate + flip a rebuild, sync the quarantine area, count."""
-    from tasks.embeddings import load_embedder
-    from tasks.object_store import artifact_store, landing_zone
-    from tasks.refresh import apply_deletions, finish_run
-    from tasks.weaviate_client import weaviate_session
+    from hybridops.tasks.knowledge.embeddings import load_embedder
+    from hybridops.tasks.core.object_store import artifact_store, landing_zone
+    from hybridops.tasks.knowledge.refresh import apply_deletions, finish_run
+    from hybridops.tasks.core.weaviate_connection import weaviate_session
 
     with weaviate_session(settings) as client:
         deleted = apply_deletions(client, plan.target, plan.deletions)

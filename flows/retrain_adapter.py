@@ -21,11 +21,11 @@ from prefect.cache_policies import NONE
 from prefect.concurrency.sync import concurrency
 from pydantic import BaseModel, Field, field_validator
 
-from flows.announce import adapter_decided
-from flows.limits import ensure_global_limit
-from tasks.retrain import RetrainOutcome, RetrainRequest, decision_markdown, decision_rows, loss_sparkline, retrain
-from tasks.settings import Settings, load_settings
-from tasks.training import TrainProgress
+from hybridops.flows.orchestration.events import adapter_decided
+from hybridops.flows.orchestration.limits import ensure_global_limit
+from hybridops.tasks.behaviour.retrain import RetrainOutcome, RetrainRequest, decision_markdown, decision_rows, loss_sparkline, retrain
+from hybridops.tasks.core.settings import Settings, load_settings
+from hybridops.tasks.behaviour.training import TrainProgress
 
 
 class PrefectReporter:

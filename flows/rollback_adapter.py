@@ -8,10 +8,10 @@ from prefect.concurrency.sync import concurrency
 from prefect.events import emit_event
 from pydantic import BaseModel, Field
 
-from flows.limits import ensure_global_limit
-from flows.retrain_adapter import adapters_limit
-from tasks.adapters import rollback
-from tasks.settings import load_settings
+from hybridops.flows.orchestration.limits import ensure_global_limit
+from hybridops.flows.retrain_adapter import adapters_limit
+from hybridops.tasks.behaviour.adapters import rollback
+from hybridops.tasks.core.settings import load_settings
 
 
 class RollbackParams(BaseModel):

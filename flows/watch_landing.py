@@ -15,8 +15,8 @@ from prefect.concurrency.sync import concurrency
 from prefect.events import emit_event
 from pydantic import BaseModel, Field
 
-from flows.limits import ensure_global_limit
-from tasks.landing_watch import (
+from hybridops.flows.orchestration.limits import ensure_global_limit
+from hybridops.tasks.knowledge.landing_changes import (
     LANDING_CHANGED,
     LandingChanges,
     Snapshot,
@@ -26,8 +26,8 @@ from tasks.landing_watch import (
     snapshot,
     watch,
 )
-from tasks.object_store import artifact_store, landing_zone
-from tasks.settings import Settings, load_settings
+from hybridops.tasks.core.object_store import artifact_store, landing_zone
+from hybridops.tasks.core.settings import Settings, load_settings
 
 
 class WatchParams(BaseModel):

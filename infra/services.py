@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from infra.binaries import MINIO, WEAVIATE, ensure_binary
-from tasks.settings import Settings
+from hybridops.infra.binaries import MINIO, WEAVIATE, ensure_binary
+from hybridops.tasks.core.settings import Settings
 
 
 class ServiceError(RuntimeError):
@@ -333,7 +333,7 @@ def status(settings: Settings) -> dict:
 
 
 def _aws_bucket_reachable(settings: Settings) -> bool:
-    from tasks.object_store import s3_client
+    from hybridops.tasks.core.object_store import s3_client
 
     try:
         s3_client(settings).head_bucket(Bucket=settings.s3_bucket)

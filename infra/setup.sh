@@ -25,7 +25,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 fi
 
 echo "==> server binaries (built once with Go, cached in ~/.cache/hybridops/bin)"
-"$VENV/bin/python" -m infra.binaries
+"$VENV/bin/python" -m hybridops.infra.binaries
 
 echo "==> models (converted once, cached in ~/.cache/hybridops/models)"
 "$VENV/bin/hybridops" models prepare

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.settings import Settings
+from hybridops.tasks.core.settings import Settings
 
 HERE = Path(__file__).parent
 
@@ -65,7 +65,7 @@ def stack_settings(home: Path, **overrides) -> Settings:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """Start the real services once per test session; stop exactly them afterwards."""
-    from infra.services import down, up
+    from hybridops.infra.services import down, up
 
     base = stack_settings(tmp_path_factory.mktemp("stack"))
     up(base)

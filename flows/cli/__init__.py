@@ -27,9 +27,9 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(adapters_app, name="adapters")
 
 # Registration happens on import; the order only affects `--help`.
-from flows.cli import stack  # noqa: E402,F401
-from flows.cli import models  # noqa: E402,F401
-from flows.cli import knowledge  # noqa: E402,F401
-from flows.cli import behaviour  # noqa: E402,F401
-from flows.cli import training  # noqa: E402,F401
-from flows.cli import orchestration  # noqa: E402,F401
+from hybridops.flows.cli import stack  # noqa: E402,F401
+from hybridops.flows.cli import models  # noqa: E402,F401
+from hybridops.flows.cli import knowledge  # noqa: E402,F401
+from hybridops.flows.cli import behaviour  # noqa: E402,F401
+from hybridops.flows.cli import training  # noqa: E402,F401
+from hybridops.flows.cli import orchestration  # noqa: E402,F401

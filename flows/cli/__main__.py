@@ -1,3 +1,3 @@
-from flows.cli import app
+from hybridops.flows.cli import app
 
 app()

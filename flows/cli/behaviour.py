@@ -8,8 +8,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from flows.cli import app, eval_app
-from flows.cli.common import JSON_OPTION, console, fail, print_json, settings
+from hybridops.flows.cli import app, eval_app
+from hybridops.flows.cli.common import JSON_OPTION, console, fail, print_json, settings
 
 
 @app.command()
@@ -18,13 +18,13 @@ def ask(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Answer from retrieved context with the champion adapter; the interaction is logged for evals/training."""
-    from tasks.adapters import AdapterError
-    from tasks.answer import MAX_QUESTION_CHARS
-    from tasks.answer import ask as answer_question
-    from tasks.answer import load_answering_model
-    from tasks.index import IndexOperationError
-    from tasks.interactions import warm_contract
-    from tasks.object_store import ObjectStoreError
+    from hybridops.tasks.behaviour.adapters import AdapterError
+    from hybridops.tasks.behaviour.answer import MAX_QUESTION_CHARS
+    from hybridops.tasks.behaviour.answer import ask as answer_question
+    from hybridops.tasks.behaviour.answer import load_answering_model
+    from hybridops.tasks.knowledge.index import IndexOperationError
+    from hybridops.tasks.behaviour.interactions import warm_contract
+    from hybridops.tasks.core.object_store import ObjectStoreError
 
     cfg = settings()
     if not question.strip():
@@ -61,8 +61,8 @@ def feedback(
     """Record a human judgement of one interaction (approved/corrected interactions become training data)."""
     from pydantic import ValidationError
 
-    from tasks.interactions import record_feedback
-    from tasks.object_store import ObjectStoreError
+    from hybridops.tasks.behaviour.interactions import record_feedback
+    from hybridops.tasks.core.object_store import ObjectStoreError
 
     if approve == (correct is not None):
         fail("give exactly one of --approve or --correct TEXT")
@@ -99,13 +99,13 @@ def eval_behaviour(
     """Behaviour eval of the champion: pass rates with 95% CIs, gap attribution, drift; recorded in history."""
     if ctx.invoked_subcommand is not None:
         return
-    from tasks.adapters import AdapterError
-    from tasks.answer import load_answering_model
-    from tasks.behaviour_eval import SuiteError, eval_suite, run_suite
-    from tasks.drift import assess, record_history, summarize
-    from tasks.gap_attribution import attribute_gaps
-    from tasks.index import IndexOperationError
-    from tasks.object_store import ObjectStoreError
+    from hybridops.tasks.behaviour.adapters import AdapterError
+    from hybridops.tasks.behaviour.answer import load_answering_model
+    from hybridops.tasks.behaviour.suite import SuiteError, eval_suite, run_suite
+    from hybridops.tasks.behaviour.drift import assess, record_history, summarize
+    from hybridops.tasks.behaviour.gap_attribution import attribute_gaps
+    from hybridops.tasks.knowledge.index import IndexOperationError
+    from hybridops.tasks.core.object_store import ObjectStoreError
 
     cfg = settings()
     try:

@@ -9,7 +9,7 @@ from typing import Any, NoReturn
 import typer
 from rich.console import Console
 
-from tasks.settings import Settings, load_settings
+from hybridops.tasks.core.settings import Settings, load_settings
 
 console = Console(stderr=True)
 

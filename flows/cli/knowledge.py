@@ -9,8 +9,8 @@ from typing import Any
 
 import typer
 
-from flows.cli import app, eval_app, index_app, quarantine_app
-from flows.cli.common import JSON_OPTION, console, fail, print_json, settings
+from hybridops.flows.cli import app, eval_app, index_app, quarantine_app
+from hybridops.flows.cli.common import JSON_OPTION, console, fail, print_json, settings
 
 
 @contextmanager
@@ -18,11 +18,11 @@ def clear_errors(json_output: bool) -> Iterator[None]:
     """Unreachable services, rejected writes and bad input end the command with a clear message, exit 1."""
     from weaviate.exceptions import WeaviateBaseError
 
-    from tasks.contracts import ContractError
-    from tasks.index import IndexOperationError
-    from tasks.model_runtime import ModelError
-    from tasks.object_store import ObjectStoreError
-    from tasks.refresh import RefreshError
+    from hybridops.tasks.core.contracts import ContractError
+    from hybridops.tasks.knowledge.index import IndexOperationError
+    from hybridops.tasks.core.model_runtime import ModelError
+    from hybridops.tasks.core.object_store import ObjectStoreError
+    from hybridops.tasks.knowledge.refresh import RefreshError
 
     expected = (ObjectStoreError, WeaviateBaseError, IndexOperationError, RefreshError, ContractError, ModelError,
                 OSError, ValueError)
@@ -57,8 +57,8 @@ def land_command(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Copy files/folders into the landing zone keeping relative paths, or remove one document."""
-    from tasks.landing import land, remove as remove_doc
-    from tasks.object_store import landing_zone
+    from hybridops.tasks.knowledge.landing import land, remove as remove_doc
+    from hybridops.tasks.core.object_store import landing_zone
 
     cfg = settings()
     if bool(paths) == bool(remove):
@@ -94,7 +94,7 @@ def refresh_command(
     """Reconcile the index with the landing zone (embedding only changed chunks)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from tasks.refresh import refresh_lock, run_refresh
+    from hybridops.tasks.knowledge.refresh import refresh_lock, run_refresh
 
     cfg = settings()
     with clear_errors(json_output), refresh_lock(cfg):
@@ -106,7 +106,7 @@ def refresh_command(
     failed_gate = report.gate is not None and report.gate.status == "failed"
     event = None
     if not failed_gate:  # the same event the refresh-index flow emits, so automations see manual refreshes
-        from flows.announce import from_the_cli, index_refreshed
+        from hybridops.flows.orchestration.events import from_the_cli, index_refreshed
 
         event = from_the_cli(cfg, lambda: index_refreshed(cfg, report))
     data = report.model_dump(mode="json") | {"event": event}
@@ -156,7 +156,7 @@ def search_command(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Retrieve the best chunks from the live index."""
-    from tasks.search import MODES, search
+    from hybridops.tasks.knowledge.search import MODES, search
 
     cfg = settings()
     if mode not in MODES:
@@ -184,7 +184,7 @@ def eval_retrieval_command(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Recall@k and MRR of the live index on the golden retrieval set."""
-    from tasks.retrieval_eval import run_retrieval_eval
+    from hybridops.tasks.knowledge.retrieval_eval import run_retrieval_eval
 
     cfg = settings()
     with clear_errors(json_output):
@@ -216,8 +216,8 @@ def quarantine_list_command(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """What is held back by the data contracts, and why."""
-    from tasks.object_store import artifact_store
-    from tasks.quarantine import KINDS, list_quarantined
+    from hybridops.tasks.core.object_store import artifact_store
+    from hybridops.tasks.core.quarantine import KINDS, list_quarantined
 
     cfg = settings()
     if kind is not None and kind not in KINDS:
@@ -236,8 +236,8 @@ def quarantine_list_command(
 @index_app.command("list")
 def index_list_command(json_output: bool = JSON_OPTION) -> None:
     """Index generations, their embedding model, state and size; which one is live."""
-    from tasks.index import alias_name, list_generations
-    from tasks.weaviate_client import weaviate_session
+    from hybridops.tasks.knowledge.index import alias_name, list_generations
+    from hybridops.tasks.core.weaviate_connection import weaviate_session
 
     cfg = settings()
     with clear_errors(json_output), weaviate_session(cfg) as client:
@@ -253,8 +253,8 @@ def index_list_command(json_output: bool = JSON_OPTION) -> None:
 @index_app.command("rollback")
 def index_rollback_command(json_output: bool = JSON_OPTION) -> None:
     """Point the alias back at the previous ready generation."""
-    from tasks.index import point_alias, rollback_target
-    from tasks.weaviate_client import weaviate_session
+    from hybridops.tasks.knowledge.index import point_alias, rollback_target
+    from hybridops.tasks.core.weaviate_connection import weaviate_session
 
     cfg = settings()
     with clear_errors(json_output), weaviate_session(cfg) as client:

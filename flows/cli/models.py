@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from flows.cli import models_app
-from flows.cli.common import JSON_OPTION, console, fail, print_json, settings
-from tasks.model_runtime import ModelError
-from tasks.settings import Settings
+from hybridops.flows.cli import models_app
+from hybridops.flows.cli.common import JSON_OPTION, console, fail, print_json, settings
+from hybridops.tasks.core.model_runtime import ModelError
+from hybridops.tasks.core.settings import Settings
 
 
 @models_app.command("prepare")
@@ -39,7 +39,7 @@ def prepare(as_json: bool = JSON_OPTION) -> None:
 @models_app.command("info")
 def info(as_json: bool = JSON_OPTION) -> None:
     """Where the models are, their dimensions and precision (loads the embedding model, not the LLM)."""
-    from tasks.llm import base_model_info
+    from hybridops.tasks.behaviour.llm import base_model_info
 
     cfg = settings()
     try:
@@ -58,7 +58,7 @@ def info(as_json: bool = JSON_OPTION) -> None:
 
 def _llm_report(cfg: Settings) -> dict[str, Any]:
     """Prepare, then load once to prove the cache works (and show that loads take seconds)."""
-    from tasks.llm import load_base_model, prepare_llm
+    from hybridops.tasks.behaviour.llm import load_base_model, prepare_llm
 
     prepared = prepare_llm(cfg)
     report: dict[str, Any] = {
@@ -83,7 +83,7 @@ def _llm_report(cfg: Settings) -> dict[str, Any]:
 
 
 def _embedding_report(cfg: Settings) -> dict[str, Any]:
-    from tasks.embeddings import load_embedder
+    from hybridops.tasks.knowledge.embeddings import load_embedder
 
     started = time.monotonic()
     embedder = load_embedder(cfg)

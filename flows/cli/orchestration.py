@@ -7,8 +7,8 @@ from typing import Any
 
 import typer
 
-from flows.cli import app
-from flows.cli.common import JSON_OPTION, console, fail, print_json, settings
+from hybridops.flows.cli import app
+from hybridops.flows.cli.common import JSON_OPTION, console, fail, print_json, settings
 
 
 def fail_json(json_output: bool, message: str) -> None:
@@ -21,7 +21,7 @@ def fail_json(json_output: bool, message: str) -> None:
 @app.command()
 def serve(json_output: bool = JSON_OPTION) -> None:
     """Register every deployment of this namespace with the Prefect server and run their flow runs (Ctrl-C stops)."""
-    from flows.serving import serve as serve_deployments
+    from hybridops.flows.orchestration.serving import serve as serve_deployments
 
     cfg = settings()
     ui = cfg.prefect_api_url.removesuffix("/api")
@@ -74,8 +74,8 @@ def run_command(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Start a run of a served deployment by hand (as the UI's Run button does)."""
-    from flows.deployments import spec_for
-    from flows.run_control import start_run, wait_for_run
+    from hybridops.flows.orchestration.deployments import spec_for
+    from hybridops.flows.orchestration.run_control import start_run, wait_for_run
 
     cfg = settings()
     try:
@@ -106,7 +106,7 @@ def demo(
 ) -> None:
     """The whole story on embedded defaults: land -> refresh by event -> ask -> eval (drift) -> retrain by event
     -> promote -> ask again -> update a document -> refresh by event -> ask again. Narrated; <= 15 min on 2 CPUs."""
-    from flows.demo import DemoFailed, run_demo
+    from hybridops.flows.demo import DemoFailed, run_demo
 
     try:
         report = run_demo(settings(), console=console, keep_serving=keep_serving)

@@ -5,16 +5,16 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from flows.cli import app
-from flows.cli.common import JSON_OPTION, console, fail, print_json, settings
+from hybridops.flows.cli import app
+from hybridops.flows.cli.common import JSON_OPTION, console, fail, print_json, settings
 
 
 @app.command()
 def up(json_output: bool = JSON_OPTION) -> None:
     """Install (once) and start Prefect server, Weaviate and MinIO on 127.0.0.1; a second `up` is a no-op."""
-    from infra.binaries import InstallError
-    from infra.services import ServiceError
-    from infra.services import up as start_stack
+    from hybridops.infra.binaries import InstallError
+    from hybridops.infra.services import ServiceError
+    from hybridops.infra.services import up as start_stack
 
     cfg = settings()
     try:
@@ -33,7 +33,7 @@ def up(json_output: bool = JSON_OPTION) -> None:
 @app.command()
 def down(json_output: bool = JSON_OPTION) -> None:
     """Stop exactly the processes `hybridops up` started (nothing else)."""
-    from infra.services import down as stop_stack
+    from hybridops.infra.services import down as stop_stack
 
     report = stop_stack(settings())
     if json_output:
@@ -46,7 +46,7 @@ def down(json_output: bool = JSON_OPTION) -> None:
 @app.command()
 def status(json_output: bool = JSON_OPTION) -> None:
     """Health, URL and version of each service; exits non-zero when any is unhealthy."""
-    from infra.services import status as stack_status
+    from hybridops.infra.services import status as stack_status
 
     report = stack_status(settings())
     if json_output:

@@ -8,8 +8,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from flows.cli import adapters_app, app
-from flows.cli.common import JSON_OPTION, console, fail, print_json, settings
+from hybridops.flows.cli import adapters_app, app
+from hybridops.flows.cli.common import JSON_OPTION, console, fail, print_json, settings
 
 
 class RichReporter:
@@ -43,8 +43,8 @@ def retrain(
     suite: Path | None = typer.Option(None, "--suite", help="Held-out behaviour suite (default: settings)."),
 ) -> None:
     """Train a LoRA challenger, compare it with the champion on the held-out suite, promote only if better."""
-    from tasks.retrain import RetrainRequest
-    from tasks.retrain import retrain as run_retrain
+    from hybridops.tasks.behaviour.retrain import RetrainRequest
+    from hybridops.tasks.behaviour.retrain import retrain as run_retrain
 
     cfg = settings()
     request = RetrainRequest(drifted=drifted, force=force, steps=steps, suite=suite)
@@ -57,7 +57,7 @@ def retrain(
         fail(f"retrain failed: {type(exc).__name__}: {exc}")
     event = None
     if not outcome.skipped:  # the same event the retrain-adapter flow emits, so automations see manual runs
-        from flows.announce import adapter_decided, from_the_cli
+        from hybridops.flows.orchestration.events import adapter_decided, from_the_cli
 
         event = from_the_cli(cfg, lambda: adapter_decided(cfg, outcome))
     if json_output:
@@ -78,7 +78,7 @@ def retrain(
 @adapters_app.command("list")
 def list_adapters(json_output: bool = JSON_OPTION) -> None:
     """Every registered adapter version, oldest first, with the champion marked."""
-    from tasks.adapters import champion_version, list_versions, manifest_summary
+    from hybridops.tasks.behaviour.adapters import champion_version, list_versions, manifest_summary
 
     cfg = settings()
     current = champion_version(cfg)
@@ -97,7 +97,7 @@ def list_adapters(json_output: bool = JSON_OPTION) -> None:
 @adapters_app.command("show")
 def show_adapter(version: str, json_output: bool = JSON_OPTION) -> None:
     """The full manifest of one version (file hashes, base model, data fingerprint, params, scores)."""
-    from tasks.adapters import AdapterError, champion_version, show
+    from hybridops.tasks.behaviour.adapters import AdapterError, champion_version, show
 
     cfg = settings()
     try:
@@ -114,7 +114,7 @@ def show_adapter(version: str, json_output: bool = JSON_OPTION) -> None:
 @adapters_app.command("promote")
 def promote_adapter(version: str, json_output: bool = JSON_OPTION) -> None:
     """Make VERSION the champion (its files must verify); the previous champion stays in the history."""
-    from tasks.adapters import AdapterError, promote
+    from hybridops.tasks.behaviour.adapters import AdapterError, promote
 
     try:
         pointer = promote(settings(), version, reason="manual promotion")
@@ -126,7 +126,7 @@ def promote_adapter(version: str, json_output: bool = JSON_OPTION) -> None:
 @adapters_app.command("rollback")
 def rollback_adapter(json_output: bool = JSON_OPTION) -> None:
     """Restore the previous champion (possibly the bare base model)."""
-    from tasks.adapters import AdapterError, rollback
+    from hybridops.tasks.behaviour.adapters import AdapterError, rollback
 
     try:
         pointer = rollback(settings())

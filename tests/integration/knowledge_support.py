@@ -9,16 +9,16 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from flows.run_control import read_events
-from tasks.contracts import make_candidate, validate_documents
-from tasks.chunking import chunk_document
-from tasks.embeddings import load_embedder
-from tasks.index import alias_name, chunk_uuid, list_generations, live_name, read_index_state
-from tasks.landing import landed_documents
-from tasks.object_store import landing_zone
-from tasks.rebuild import effective_max_tokens
-from tasks.settings import Settings
-from tasks.weaviate_client import weaviate_session
+from hybridops.flows.orchestration.run_control import read_events
+from hybridops.tasks.core.contracts import make_candidate, validate_documents
+from hybridops.tasks.knowledge.chunking import chunk_document
+from hybridops.tasks.knowledge.embeddings import load_embedder
+from hybridops.tasks.knowledge.index import alias_name, chunk_uuid, list_generations, live_name, read_index_state
+from hybridops.tasks.knowledge.landing import landed_documents
+from hybridops.tasks.core.object_store import landing_zone
+from hybridops.tasks.knowledge.rebuild import effective_max_tokens
+from hybridops.tasks.core.settings import Settings
+from hybridops.tasks.core.weaviate_connection import weaviate_session
 
 REPO = Path(__file__).resolve().parents[2]
 CORPUS = REPO / "examples" / "corpus"

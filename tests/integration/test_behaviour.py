@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.settings import Settings
+from hybridops.tasks.core.settings import Settings
 from tests.integration.knowledge_support import cli, cli_json
 
 pytestmark = pytest.mark.slow
@@ -17,8 +17,8 @@ DOCS = ["policies/refunds.md", "policies/shipping-rates.md", "programs/rentals.m
 
 
 def land_and_refresh(cfg: Settings, doc_ids: list[str]) -> None:
-    from tasks.object_store import landing_zone
-    from tasks.refresh import run_refresh
+    from hybridops.tasks.core.object_store import landing_zone
+    from hybridops.tasks.knowledge.refresh import run_refresh
 
     landing = landing_zone(cfg)
     for doc_id in doc_ids:
@@ -28,8 +28,8 @@ def land_and_refresh(cfg: Settings, doc_ids: list[str]) -> None:
 
 
 def drop_index(cfg: Settings) -> None:
-    from tasks.index import alias_name
-    from tasks.weaviate_client import weaviate_session
+    from hybridops.tasks.knowledge.index import alias_name
+    from hybridops.tasks.core.weaviate_connection import weaviate_session
 
     with weaviate_session(cfg) as client:
         try:
@@ -52,7 +52,7 @@ def indexed(settings: Settings) -> Iterator[Settings]:
 
 
 def test_ask_logs_the_interaction_feedback_and_eval_samples_it(indexed: Settings, child_env, tmp_path: Path) -> None:
-    from tasks.interactions import get_interaction, interactions_with_feedback
+    from hybridops.tasks.behaviour.interactions import get_interaction, interactions_with_feedback
 
     answer = cli_json(child_env(indexed), "ask", "How many days do I have to return an item?")
     assert set(answer) == {"answer", "sources", "format_ok", "adapter", "retrieved", "interaction_id", "latency_ms"}
@@ -95,9 +95,9 @@ def test_ask_logs_the_interaction_feedback_and_eval_samples_it(indexed: Settings
 
 def test_interaction_log_and_feedback_on_minio(s3_settings: Settings) -> None:
     """The same log/feedback path against the real S3 server (no model needed: a parsed reply is logged)."""
-    from tasks.interactions import get_interaction, log_interaction, new_interaction, recent_interactions, record_feedback
-    from tasks.object_store import S3Store, artifact_store
-    from tasks.prompting import parse_reply
+    from hybridops.tasks.behaviour.interactions import get_interaction, log_interaction, new_interaction, recent_interactions, record_feedback
+    from hybridops.tasks.core.object_store import S3Store, artifact_store
+    from hybridops.tasks.behaviour.prompting import parse_reply
 
     assert isinstance(artifact_store(s3_settings), S3Store)
     item = new_interaction(question="q?", reply=parse_reply("plain text"), retrieved=["a.md"], adapter=None,
@@ -110,13 +110,13 @@ def test_interaction_log_and_feedback_on_minio(s3_settings: Settings) -> None:
 
 
 def test_removed_document_is_a_knowledge_gap_not_behaviour(indexed: Settings) -> None:
-    from tasks.answer import load_answering_model
-    from tasks.behaviour_eval import Case, Suite, run_suite
-    from tasks.drift import assess
-    from tasks.gap_attribution import attribute_gaps
-    from tasks.landing import remove
-    from tasks.object_store import landing_zone
-    from tasks.refresh import run_refresh
+    from hybridops.tasks.behaviour.answer import load_answering_model
+    from hybridops.tasks.behaviour.suite import Case, Suite, run_suite
+    from hybridops.tasks.behaviour.drift import assess
+    from hybridops.tasks.behaviour.gap_attribution import attribute_gaps
+    from hybridops.tasks.knowledge.landing import remove
+    from hybridops.tasks.core.object_store import landing_zone
+    from hybridops.tasks.knowledge.refresh import run_refresh
 
     suite = Suite(name="gap", cases=[
         Case(id="rental-deposit", question="How much is the security deposit for a gear rental?",
@@ -155,8 +155,8 @@ def test_evaluate_behaviour_flow_records_history_artifacts_and_drift_event(index
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
     from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 
-    from flows.evaluate_behaviour import EvalParams, evaluate_behaviour
-    from tasks.drift import load_history
+    from hybridops.flows.evaluate_behaviour import EvalParams, evaluate_behaviour
+    from hybridops.tasks.behaviour.drift import load_history
 
     cfg = indexed.model_copy(update={"drift_min_n": 2})
     for key, value in cfg.as_env().items():

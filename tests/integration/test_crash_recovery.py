@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks.index import list_generations, live_name
-from tasks.object_store import landing_zone
-from tasks.refresh import run_refresh
-from tasks.weaviate_client import weaviate_session
+from hybridops.tasks.knowledge.index import list_generations, live_name
+from hybridops.tasks.core.object_store import landing_zone
+from hybridops.tasks.knowledge.refresh import run_refresh
+from hybridops.tasks.core.weaviate_connection import weaviate_session
 from tests.integration.knowledge_support import REPO, assert_index_matches_landing, drop_namespace, put, section_doc
 
 SENTENCES = [

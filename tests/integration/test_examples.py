@@ -13,11 +13,11 @@ from pathlib import Path
 
 import yaml
 
-from tasks.chunking import chunk_document
-from tasks.documents import parse_document
-from tasks.embeddings import load_embedder
-from tasks.rebuild import effective_max_tokens
-from tasks.settings import Settings
+from hybridops.tasks.knowledge.chunking import chunk_document
+from hybridops.tasks.knowledge.documents import parse_document
+from hybridops.tasks.knowledge.embeddings import load_embedder
+from hybridops.tasks.knowledge.rebuild import effective_max_tokens
+from hybridops.tasks.core.settings import Settings
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

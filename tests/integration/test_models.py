@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.embeddings import BF16_MIN_COSINE, load_embedder
-from tasks.llm import MARKER, generate_chat, load_base_model, prepare_llm
-from tasks.settings import Settings
+from hybridops.tasks.knowledge.embeddings import BF16_MIN_COSINE, load_embedder
+from hybridops.tasks.behaviour.llm import MARKER, generate_chat, load_base_model, prepare_llm
+from hybridops.tasks.core.settings import Settings
 
 TEXTS = [
     "How do I reset my password?",

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.deployments import deployment_specs, spec_for
-from flows.run_control import (
+from hybridops.flows.orchestration.deployments import deployment_specs, spec_for
+from hybridops.flows.orchestration.run_control import (
     deployment_runs,
     prefect_client,
     read_events,
@@ -24,11 +24,11 @@ from flows.run_control import (
     wait_for_new_run,
     wait_for_run,
 )
-from flows.serving import ServeProcess
-from tasks.landing_watch import LANDING_CHANGED, snapshot
-from tasks.object_store import landing_zone
-from tasks.search import NoIndexError, search
-from tasks.settings import Settings
+from hybridops.flows.orchestration.serving import ServeProcess
+from hybridops.tasks.knowledge.landing_changes import LANDING_CHANGED, snapshot
+from hybridops.tasks.core.object_store import landing_zone
+from hybridops.tasks.knowledge.search import NoIndexError, search
+from hybridops.tasks.core.settings import Settings
 from tests.integration.knowledge_support import CORPUS, cli, drop_namespace, wait_events
 
 
@@ -155,7 +155,7 @@ def test_manual_run_from_the_cli_waits_for_the_result(served: Settings, child_en
 
 @pytest.mark.parametrize("backend", ["settings", "s3_settings"])
 def test_watch_landing_announces_a_burst_as_one_event(backend: str, request, prefect_api: str, monkeypatch) -> None:
-    from flows.watch_landing import WatchParams, watch_landing
+    from hybridops.flows.watch_landing import WatchParams, watch_landing
 
     cfg: Settings = request.getfixturevalue(backend)
     for key, value in cfg.as_env().items():  # the flow builds its settings from the environment
@@ -183,7 +183,7 @@ def test_watch_landing_announces_a_burst_as_one_event(backend: str, request, pre
 
 def test_a_refresh_announces_a_follow_up_when_the_landing_zone_moved_meanwhile(settings: Settings, prefect_api: str,
                                                                                  monkeypatch) -> None:
-    from flows.watch_landing import announce_follow_up
+    from hybridops.flows.watch_landing import announce_follow_up
 
     landing = landing_zone(settings)
     landing.put("a.md", b"# A\n\nfirst")
@@ -197,8 +197,8 @@ def test_a_refresh_announces_a_follow_up_when_the_landing_zone_moved_meanwhile(s
 
 
 def test_refresh_batches_run_on_a_two_worker_dask_cluster(settings: Settings, prefect_api: str, monkeypatch) -> None:
-    from flows.refresh_index import RefreshParams, refresh_index
-    from tasks.dask_runner import refresh_task_runner
+    from hybridops.flows.refresh_index import RefreshParams, refresh_index
+    from hybridops.flows.orchestration.dask import refresh_task_runner
 
     for key, value in settings.as_env().items():
         monkeypatch.setenv(key, value)

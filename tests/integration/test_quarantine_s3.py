@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from tasks.object_store import S3Store, artifact_store
-from tasks.quarantine import list_quarantined, prune, quarantine, read_copy, release
-from tasks.settings import Settings
+from hybridops.tasks.core.object_store import S3Store, artifact_store
+from hybridops.tasks.core.quarantine import list_quarantined, prune, quarantine, read_copy, release
+from hybridops.tasks.core.settings import Settings
 
 IDS = ["../escape.md", "/abs/x.md", "with space/ünï 日本.md", "dos\\p.md", "deep/" + "x" * 900 + ".md"]
 

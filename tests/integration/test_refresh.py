@@ -7,13 +7,13 @@ from datetime import datetime, timezone
 
 import pytest
 
-from tasks.embeddings import load_embedder
-from tasks.index import chunk_uuid, live_name
-from tasks.object_store import artifact_store, landing_zone
-from tasks.quarantine import list_quarantined
-from tasks.refresh import run_refresh
-from tasks.search import chunks_for_docs, search
-from tasks.weaviate_client import weaviate_session
+from hybridops.tasks.knowledge.embeddings import load_embedder
+from hybridops.tasks.knowledge.index import chunk_uuid, live_name
+from hybridops.tasks.core.object_store import artifact_store, landing_zone
+from hybridops.tasks.core.quarantine import list_quarantined
+from hybridops.tasks.knowledge.refresh import run_refresh
+from hybridops.tasks.knowledge.search import chunks_for_docs, search
+from hybridops.tasks.core.weaviate_connection import weaviate_session
 from tests.integration.knowledge_support import (
     BAD,
     CORPUS,
@@ -286,7 +286,7 @@ def free_port():
 def test_refresh_flow_runs_with_a_strict_concurrency_limit_artifacts_and_event(folder_cfg, prefect_api, monkeypatch):
     from prefect.client.orchestration import get_client
 
-    from flows.refresh_index import RefreshParams, concurrency_limit_name, refresh_index
+    from hybridops.flows.refresh_index import RefreshParams, concurrency_limit_name, refresh_index
 
     cfg = folder_cfg
     for key, value in cfg.as_env().items():

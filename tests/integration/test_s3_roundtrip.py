@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.object_store import S3Store, s3_client
-from tasks.settings import Settings
+from hybridops.tasks.core.object_store import S3Store, s3_client
+from hybridops.tasks.core.settings import Settings
 
 KEYS = ["plain.txt", "with space/and more.md", "ünïcødé/日本語 ファイル.json"]
 

@@ -7,12 +7,12 @@ import uuid
 
 import pytest
 
-from tasks.landing import land
-from tasks.object_store import landing_zone
-from tasks.refresh import run_refresh
-from tasks.retrieval_eval import run_retrieval_eval
-from tasks.search import NoIndexError, chunks_for_docs, search
-from tasks.settings import Settings
+from hybridops.tasks.knowledge.landing import land
+from hybridops.tasks.core.object_store import landing_zone
+from hybridops.tasks.knowledge.refresh import run_refresh
+from hybridops.tasks.knowledge.retrieval_eval import run_retrieval_eval
+from hybridops.tasks.knowledge.search import NoIndexError, chunks_for_docs, search
+from hybridops.tasks.core.settings import Settings
 from tests.integration.knowledge_support import CORPUS, drop_namespace, index_state
 
 

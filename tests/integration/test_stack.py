@@ -7,13 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tasks.settings import Settings
+from hybridops.tasks.core.settings import Settings
 from tests.conftest import stack_settings
 
 
 def _cli(cfg: Settings, child_env, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args], env=child_env(cfg), capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "hybridops.flows.cli", *args], env=child_env(cfg), capture_output=True, text=True, timeout=300
     )
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.settings import Settings
+from hybridops.tasks.core.settings import Settings
 from tests.integration.knowledge_support import cli_json
 from tests.integration.test_behaviour import drop_index, land_and_refresh
 
@@ -20,7 +20,7 @@ CORPUS_DOCS = sorted(p.relative_to(EXAMPLES / "corpus").as_posix() for p in (EXA
 
 
 def land_training(cfg: Settings, *files: Path) -> None:
-    from tasks.object_store import landing_zone
+    from hybridops.tasks.core.object_store import landing_zone
 
     landing = landing_zone(cfg)
     for info in list(landing.list("_training/")):
@@ -30,8 +30,8 @@ def land_training(cfg: Settings, *files: Path) -> None:
 
 
 def test_real_prompt_masking_with_the_model_tokenizer(settings: Settings) -> None:
-    from tasks.prompting import format_reply
-    from tasks.training_data import IGNORE_INDEX, build_training_data
+    from hybridops.tasks.behaviour.prompting import format_reply
+    from hybridops.tasks.behaviour.training_data import IGNORE_INDEX, build_training_data
 
     land_training(settings, EXAMPLES / "training" / "refusals.jsonl")
     data = build_training_data(settings, include_interactions=False)
@@ -50,12 +50,12 @@ def test_short_training_registers_a_verified_adapter_tamper_is_refused_and_point
     """On MinIO: train 3 steps -> registered files verify -> promote -> one flipped byte is refused."""
     from safetensors.torch import load as load_safetensors
 
-    from tasks import adapters
-    from tasks.llm import load_base_model
-    from tasks.object_store import artifact_store
-    from tasks.retrain import QuietReporter, train_challenger
-    from tasks.training import TrainConfig
-    from tasks.training_data import build_training_data
+    from hybridops.tasks.behaviour import adapters
+    from hybridops.tasks.behaviour.llm import load_base_model
+    from hybridops.tasks.core.object_store import artifact_store
+    from hybridops.tasks.behaviour.retrain import QuietReporter, train_challenger
+    from hybridops.tasks.behaviour.training import TrainConfig
+    from hybridops.tasks.behaviour.training_data import build_training_data
 
     cfg = s3_settings
     land_training(cfg, EXAMPLES / "training" / "grounded_answers.jsonl")
@@ -118,8 +118,8 @@ def small_suite(path: Path) -> Path:
 def log_feedback(cfg: Settings) -> str:
     """Three logged interactions with human feedback: an approved reply that ignores the house format, one
     corrected with a full house reply and one corrected with plain text citing a named doc. Returns the first id."""
-    from tasks.interactions import log_interaction, new_interaction, record_feedback
-    from tasks.prompting import format_reply, parse_reply
+    from hybridops.tasks.behaviour.interactions import log_interaction, new_interaction, record_feedback
+    from hybridops.tasks.behaviour.prompting import format_reply, parse_reply
 
     ids = []
     for question, raw, verdict, correction, sources in [
@@ -141,11 +141,11 @@ def test_retrain_promotes_a_format_fixing_challenger_then_rejects_a_corrupted_on
     settings: Settings, tmp_path: Path
 ) -> None:
     """The behaviour loop: drifted json_format -> train on the example set -> promoted; corrupted data -> rejected."""
-    from tasks import adapters
-    from tasks.drift import load_baseline
-    from tasks.object_store import artifact_store
-    from tasks.quarantine import list_quarantined
-    from tasks.retrain import RetrainRequest, retrain
+    from hybridops.tasks.behaviour import adapters
+    from hybridops.tasks.behaviour.drift import load_baseline
+    from hybridops.tasks.core.object_store import artifact_store
+    from hybridops.tasks.core.quarantine import list_quarantined
+    from hybridops.tasks.behaviour.retrain import RetrainRequest, retrain
 
     cfg = settings.model_copy(update={"behaviour_suite": small_suite(tmp_path / "suite.yaml"),
                                       "max_new_tokens": 64})
@@ -192,7 +192,7 @@ def test_retrain_flow_without_training_data_skips_and_says_why(settings: Setting
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-    from flows.retrain_adapter import retrain_adapter
+    from hybridops.flows.retrain_adapter import retrain_adapter
 
     for key, value in settings.as_env().items():
         monkeypatch.setenv(key, value)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tasks.settings import Settings
-from tasks.weaviate_client import weaviate_session
+from hybridops.tasks.core.settings import Settings
+from hybridops.tasks.core.weaviate_connection import weaviate_session
 
 
 def test_weaviate_round_trip(settings: Settings) -> None:

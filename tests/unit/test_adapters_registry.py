@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from tasks import adapters
-from tasks.adapters import AdapterError, AdapterIntegrityError, BaseModelRef
-from tasks.object_store import FolderStore
-from tasks.settings import Settings
-from tasks.training import TrainConfig, TrainResult
+from hybridops.tasks.behaviour import adapters
+from hybridops.tasks.behaviour.adapters import AdapterError, AdapterIntegrityError, BaseModelRef
+from hybridops.tasks.core.object_store import FolderStore
+from hybridops.tasks.core.settings import Settings
+from hybridops.tasks.behaviour.training import TrainConfig, TrainResult
 
 
 @pytest.fixture

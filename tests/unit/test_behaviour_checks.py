@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from tasks.behaviour_checks import CHECKS, CheckInput, check, get_check, is_refusal, run_checks
-from tasks.prompting import parse_reply
+from hybridops.tasks.behaviour.checks import CHECKS, CheckInput, check, get_check, is_refusal, run_checks
+from hybridops.tasks.behaviour.prompting import parse_reply
 
 
 @dataclass
@@ -132,7 +132,7 @@ def test_run_checks_skips_checks_that_do_not_apply_and_unknown_names_fail_clearl
 def test_checks_are_pluggable_and_names_unique():
     @check("_test_always_true")
     def _always(data):
-        from tasks.behaviour_checks import CheckResult
+        from hybridops.tasks.behaviour.checks import CheckResult
 
         return CheckResult(True)
 

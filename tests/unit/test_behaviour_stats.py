@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.behaviour_eval import CaseResult, CheckOutcome, EvalReport, Suite, SuiteError, check_stats, load_suite, wilson_interval
-from tasks.drift import Baseline, cohens_h, detect_drift, drift_counts, one_sided_drop_test, summarize
-from tasks.gap_attribution import GapAttribution, classify, gap_counts, needs_oracle, oracle_passages
-from tasks.settings import Settings
+from hybridops.tasks.behaviour.suite import CaseResult, CheckOutcome, EvalReport, Suite, SuiteError, check_stats, load_suite, wilson_interval
+from hybridops.tasks.behaviour.drift import Baseline, cohens_h, detect_drift, drift_counts, one_sided_drop_test, summarize
+from hybridops.tasks.behaviour.gap_attribution import GapAttribution, classify, gap_counts, needs_oracle, oracle_passages
+from hybridops.tasks.core.settings import Settings
 
 SETTINGS = Settings(drift_min_n=8, drift_alpha=0.05, pass_rate_floor=0.5)
 
@@ -186,7 +186,7 @@ def test_shipped_suite_matches_the_example_corpus():
 
 
 def test_trend_chart_and_case_table():
-    from tasks.behaviour_report import case_rows, sparkline, trend_markdown
+    from hybridops.tasks.behaviour.report import case_rows, sparkline, trend_markdown
 
     assert sparkline([0.0, 0.5, 1.0]) == "▁▅█"
     assert trend_markdown([]) == "No behaviour eval runs recorded yet."

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.chunking import chunk_document, split_sections
-from tasks.documents import Document, parse_document
+from hybridops.tasks.knowledge.chunking import chunk_document, split_sections
+from hybridops.tasks.knowledge.documents import Document, parse_document
 
 CORPUS = Path(__file__).resolve().parents[2] / "examples" / "corpus"
 

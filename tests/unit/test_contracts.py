@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.contracts import (
+from hybridops.tasks.core.contracts import (
     DOCUMENTS_SUITE_PATH,
     Candidate,
     ContractError,
@@ -14,8 +14,8 @@ from tasks.contracts import (
     make_candidate,
     validate_documents,
 )
-from tasks.documents import Document
-from tasks.settings import Settings
+from hybridops.tasks.knowledge.documents import Document
+from hybridops.tasks.core.settings import Settings
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 GOOD_MD = b"---\ntitle: Good\ntags: [a]\n---\n# Good\n\nSome real text."

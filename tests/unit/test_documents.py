@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.documents import DocumentError, Document, meta_hash, parse_document
+from hybridops.tasks.knowledge.documents import DocumentError, Document, meta_hash, parse_document
 
 CORPUS = Path(__file__).resolve().parents[2] / "examples" / "corpus"
 

@@ -8,10 +8,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from tasks.embeddings import _max_length, embedding_source
-from tasks.llm import MARKER, _fingerprint, _is_ready, prepare_llm
-from tasks.model_runtime import ModelError, packaged_folder
-from tasks.settings import Settings
+from hybridops.tasks.knowledge.embeddings import _max_length, embedding_source
+from hybridops.tasks.behaviour.llm import MARKER, _fingerprint, _is_ready, prepare_llm
+from hybridops.tasks.core.model_runtime import ModelError, packaged_folder
+from hybridops.tasks.core.settings import Settings
 
 
 def test_packaged_embedding_model_resolves_to_the_wheel_folder() -> None:

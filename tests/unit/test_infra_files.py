@@ -20,7 +20,7 @@ def test_docker_compose_is_valid_and_local_only() -> None:
 
 
 def test_compose_pins_the_weaviate_version_hybridops_builds() -> None:
-    from infra.binaries import WEAVIATE_VERSION
+    from hybridops.infra.binaries import WEAVIATE_VERSION
 
     compose = yaml.safe_load((INFRA / "docker-compose.yml").read_text())
     assert compose["services"]["weaviate"]["image"].endswith(":" + WEAVIATE_VERSION.lstrip("v"))

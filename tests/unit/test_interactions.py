@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tasks.interactions import (
+from hybridops.tasks.behaviour.interactions import (
     InteractionRejected,
     get_interaction,
     interaction_key,
@@ -19,10 +19,10 @@ from tasks.interactions import (
     record_feedback,
     sample_recent,
 )
-from tasks.object_store import artifact_store
-from tasks.prompting import parse_reply
-from tasks.quarantine import list_quarantined
-from tasks.settings import Settings
+from hybridops.tasks.core.object_store import artifact_store
+from hybridops.tasks.behaviour.prompting import parse_reply
+from hybridops.tasks.core.quarantine import list_quarantined
+from hybridops.tasks.core.settings import Settings
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.object_store import FolderStore
+from hybridops.tasks.core.object_store import FolderStore
 
 
 def test_folder_store_round_trip(tmp_path: Path) -> None:

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.cli.orchestration import parse_params
-from flows.deployments import deployment_specs, spec_for
-from tasks.landing_watch import CURSOR_KEY, LandingChanges, diff, load_cursor, snapshot, watch
-from tasks.object_store import FolderStore
-from tasks.settings import Settings
+from hybridops.flows.cli.orchestration import parse_params
+from hybridops.flows.orchestration.deployments import deployment_specs, spec_for
+from hybridops.tasks.knowledge.landing_changes import CURSOR_KEY, LandingChanges, diff, load_cursor, snapshot, watch
+from hybridops.tasks.core.object_store import FolderStore
+from hybridops.tasks.core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -112,7 +112,7 @@ def test_prefect_yaml_declares_the_same_deployments_as_serve() -> None:
     for name, spec in specs.items():
         entry = declared[name]
         path, attr = entry["entrypoint"].split(":")
-        assert path.removesuffix(".py").replace("/", ".") + ":" + attr == spec.flow_ref
+        assert "hybridops." + path.removesuffix(".py").replace("/", ".") + ":" + attr == spec.flow_ref
         assert entry["description"] == spec.description
         assert entry["tags"] == spec.tags(cfg)
         schedules = [(s.interval.total_seconds() if s.interval else None, s.cron) for s in spec.schedules(cfg)]
@@ -155,7 +155,7 @@ def test_every_flow_takes_one_described_params_model_so_the_ui_shows_a_form(cfg:
 
 
 def test_retrain_params_accept_the_check_list_as_a_trigger_renders_it() -> None:
-    from flows.retrain_adapter import RetrainParams
+    from hybridops.flows.retrain_adapter import RetrainParams
 
     rendered = ['["json_format", "sources_valid"]', ["json_format", "sources_valid"], "json_format, sources_valid"]
     assert {tuple(RetrainParams(drifted_checks=value).drifted_checks) for value in rendered} == {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tasks.promotion import decide
+from hybridops.tasks.behaviour.promotion import decide
 
 CHAMPION = {"json_format": 0.1, "sources_valid": 0.2, "max_length": 1.0, "banned_phrases": 1.0}
 

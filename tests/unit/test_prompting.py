@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tasks.prompting import SYSTEM_PROMPT, build_messages, format_reply, parse_reply
+from hybridops.tasks.behaviour.prompting import SYSTEM_PROMPT, build_messages, format_reply, parse_reply
 
 
 @dataclass

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.object_store import FolderStore
-from tasks.quarantine import list_quarantined, prune, quarantine, read_copy, release
+from hybridops.tasks.core.object_store import FolderStore
+from hybridops.tasks.core.quarantine import list_quarantined, prune, quarantine, read_copy, release
 
 HOSTILE_IDS = [
     "../escape.md",

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.documents import Document
-from tasks.embedding_cache import EmbeddingCache, embed_cached, text_hash
-from tasks.index import ChunkRecord, Generation, chunk_uuid, meta_pairs
-from tasks.object_store import ObjectInfo
-from tasks.rebuild import Target
-from tasks.refresh import classify, expected_records, is_complete, needs_write, plan_refresh
-from tasks.landing import plan_landing
+from hybridops.tasks.knowledge.documents import Document
+from hybridops.tasks.knowledge.embedding_cache import EmbeddingCache, embed_cached, text_hash
+from hybridops.tasks.knowledge.index import ChunkRecord, Generation, chunk_uuid, meta_pairs
+from hybridops.tasks.core.object_store import ObjectInfo
+from hybridops.tasks.knowledge.rebuild import Target
+from hybridops.tasks.knowledge.refresh import classify, expected_records, is_complete, needs_write, plan_refresh
+from hybridops.tasks.knowledge.landing import plan_landing
 
 MODEL = "mini@bf16"
 CHUNKING = "v1;tok=mini;max=254;overlap=32"
@@ -83,7 +83,7 @@ def test_a_chunking_change_rechunks_everything():
 
 
 def test_training_area_is_never_a_document():
-    from tasks.landing import is_document_key
+    from hybridops.tasks.knowledge.landing import is_document_key
 
     assert not is_document_key("_training/batch.jsonl") and is_document_key("policies/_training.md")
 
@@ -195,7 +195,7 @@ def test_cache_lookups_are_batched_beyond_sqlite_parameter_limits(tmp_path):
 
 
 def test_the_flow_artifact_lists_counts_reasons_and_embedding_work():
-    from tasks.refresh_report import (ChunkCounts, DocumentCounts, Quarantined, RefreshReport, report_markdown)
+    from hybridops.tasks.knowledge.refresh_report import (ChunkCounts, DocumentCounts, Quarantined, RefreshReport, report_markdown)
 
     report = RefreshReport(
         documents=DocumentCounts(added=2, quarantined=1), chunks=ChunkCounts(embedded=7, reused=3, total=10),

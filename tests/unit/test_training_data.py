@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from tasks.object_store import FolderStore
-from tasks.prompting import SYSTEM_PROMPT, build_messages, format_reply
-from tasks.quarantine import list_quarantined, read_copy
-from tasks.settings import Settings
-from tasks.training_data import (
+from hybridops.tasks.core.object_store import FolderStore
+from hybridops.tasks.behaviour.prompting import SYSTEM_PROMPT, build_messages, format_reply
+from hybridops.tasks.core.quarantine import list_quarantined, read_copy
+from hybridops.tasks.core.settings import Settings
+from hybridops.tasks.behaviour.training_data import (
     IGNORE_INDEX,
     ContextPassage,
     TrainingExample,
@@ -176,7 +176,7 @@ def test_duplicate_ids_are_held_not_merged(cfg, tokenizer) -> None:
 
 
 def test_training_examples_are_held_out_from_the_behaviour_suite() -> None:
-    from tasks.behaviour_eval import load_suite
+    from hybridops.tasks.behaviour.suite import load_suite
 
     suite = {c.question.strip().lower() for c in load_suite(EXAMPLES / "behaviour_suite.yaml").cases}
     questions = [json.loads(line)["question"].strip().lower()

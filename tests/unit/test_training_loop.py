@@ -6,8 +6,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tasks.training import TrainConfig, batches, collate, lora_model, micro_batches, response_loss  # noqa: E402
-from tasks.settings import Settings  # noqa: E402
+from hybridops.tasks.behaviour.training import TrainConfig, batches, collate, lora_model, micro_batches, response_loss  # noqa: E402
+from hybridops.tasks.core.settings import Settings  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,1 @@
+"""Prefect plumbing the hybridops.flows share: events, locks, deployments, serving, warm start, run control, Dask."""

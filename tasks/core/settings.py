@@ -1,0 +1,221 @@
+"""One typed settings object for hybridops; every module receives it explicitly, none reads env itself."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+"""The checkout: data_contracts/ and examples/ live here beside the code."""
+
+PACKAGED_EMBEDDING_MODEL = "packaged:all-MiniLM-L6-v2"
+PACKAGED_LLM = "packaged:SmolLM2-135M-Instruct"
+
+
+class Settings(BaseSettings):
+    """Effective configuration; env prefix HYBRIDOPS_, optional .env file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HYBRIDOPS_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    # Local state and ownership
+    home: Path = Field(Path("var"), description="All local state: data, logs, PID files, caches.")
+    namespace: str = Field(
+        "hybridops",
+        description="Prefix of every Weaviate collection, S3 key and Prefect name this instance owns.",
+    )
+    landing: str | None = Field(
+        None, description="Landing zone: a folder path or s3://bucket/prefix (default $HOME/landing)."
+    )
+    store: str | None = Field(
+        None,
+        description="Object store for adapters, interactions, quarantine and history: folder or s3://bucket/prefix "
+        "(default: $HOME/store, or s3://<bucket>/<namespace>/store when the landing zone is on S3).",
+    )
+
+    # Weaviate
+    weaviate_url: str = "http://127.0.0.1:8080"
+    weaviate_grpc_port: int = 50051
+    weaviate_api_key: SecretStr | None = None
+    weaviate_cluster_port: int = Field(
+        7946, description="First of four ports a local Weaviate node uses internally (gossip, data, raft, raft rpc)."
+    )
+
+    # S3 (MinIO locally, AWS in production: set s3_endpoint to empty)
+    s3_endpoint: str | None = "http://127.0.0.1:9000"
+    s3_access_key: SecretStr = SecretStr("hybridops")
+    s3_secret_key: SecretStr = SecretStr("hybridops-secret")
+    s3_region: str = "us-east-1"
+    s3_bucket: str = "hybridops"
+    s3_console_port: int = Field(9001, description="MinIO console port when hybridops runs MinIO locally.")
+
+    # Prefect
+    prefect_api_url: str = "http://127.0.0.1:4200/api"
+
+    # Orchestration (deployments served by `hybridops serve`)
+    runner_poll_seconds: float = Field(
+        0.5, gt=0, description="How often `serve` asks the Prefect server for runs to start (event -> run latency)."
+    )
+    warm_start: bool = Field(
+        True, description="`serve` starts flow runs from a pre-imported process (forkserver): ~1 s instead of ~8 s."
+    )
+    watch_poll_seconds: float = Field(0.5, gt=0, description="How often watch-landing lists the landing zone.")
+    watch_run_minutes: float = Field(
+        10.0, gt=0, description="Each watch-landing run polls this long; its interval schedule starts the next."
+    )
+    refresh_interval_minutes: float = Field(
+        30.0, gt=0, description="Safety-net schedule of refresh-index (landing events start it within seconds)."
+    )
+    eval_cron: str = Field("0 3 * * *", description="Cron of evaluate-behaviour (default daily 03:00).")
+    retrain_cron: str = Field("0 4 * * 0", description="Cron of retrain-adapter; it skips when there is nothing to do.")
+    schedule_timezone: str = Field("UTC", description="Timezone of the cron schedules.")
+    dask_workers: int = Field(
+        0, ge=0, description="Run refresh batches on a local Dask cluster of N worker processes (0: in the flow)."
+    )
+    dask_address: str | None = Field(None, description="Run refresh batches on this existing Dask scheduler instead.")
+    work_pool: str | None = Field(None, description="Work pool for `prefect deploy` (process or kubernetes).")
+
+    # Models
+    embedding_model: str = Field(PACKAGED_EMBEDDING_MODEL, description="HF id, local path or the packaged MiniLM.")
+    embedding_bf16: bool = Field(True, description="Use bf16 when the CPU supports it and quality holds.")
+    embedding_batch_size: int = 32
+    llm_model: str = Field(PACKAGED_LLM, description="HF id, local path or the packaged SmolLM2-135M-Instruct.")
+    models_cache: Path | None = Field(None, description="Converted-model cache (default ~/.cache/hybridops/models).")
+    torch_threads: int | None = Field(
+        None, ge=1, description="torch CPU threads (default: CPUs-1, min 1; spin-waiting threads stall a busy small box)."
+    )
+
+    # Knowledge path
+    chunk_tokens: int = 256
+    chunk_overlap: int = 32
+    max_document_bytes: int = 2_000_000
+    max_text_chars: int = 500_000
+    search_k: int = 5
+    hybrid_alpha: float = 0.5
+    recall_k: int = 5
+    recall_floor: float = 0.5
+    recall_tolerance: float = 0.05
+    golden_retrieval: Path | None = Field(
+        None, description="Golden retrieval set (JSONL) for `eval retrieval` and the rebuild gate "
+        "(default: examples/golden_retrieval.jsonl)."
+    )
+    refresh_batch_docs: int = Field(256, description="Documents per refresh batch (one Prefect task each).")
+
+    # Behaviour path
+    max_new_tokens: int = 96
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    train_steps: int = 45
+    train_batch_size: int = 4
+    learning_rate: float = 1e-3
+    max_seq_len: int = 1024
+    train_max_batch_tokens: int = 1024
+    train_bf16: bool = True
+    train_seed: int = 0
+    train_validation_fraction: float = 0.15
+    drift_alpha: float = 0.05
+    drift_min_n: int = 8
+    pass_rate_floor: float = 0.5
+    behaviour_suite: Path = Field(
+        Path("examples/behaviour_suite.yaml"), description="Behaviour eval suite (YAML) run by `hybridops eval`."
+    )
+    eval_sample_interactions: int = Field(4, description="Recent logged questions added to each behaviour eval.")
+    eval_sample_days: int = 7
+    promotion_tolerance: float = 0.05
+    allow_base_fallback: bool = Field(
+        False, description="Answer with the base model when the champion adapter fails verification."
+    )
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace_is_safe(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", value):
+            raise ValueError("namespace must be lower-case letters, digits or '_', starting with a letter")
+        return value
+
+    # Derived locations --------------------------------------------------------------------------
+    @property
+    def landing_uri(self) -> str:
+        return self.landing or str(self.home / "landing")
+
+    @property
+    def store_uri(self) -> str:
+        if self.store:
+            return self.store
+        if self.landing_uri.startswith("s3://"):
+            return f"s3://{self.s3_bucket}/{self.namespace}/store"
+        return str(self.home / "store")
+
+    @property
+    def models_dir(self) -> Path:
+        return self.models_cache or Path.home() / ".cache" / "hybridops" / "models"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.home / "prefect"
+
+    @property
+    def weaviate_port(self) -> int:
+        return _port(self.weaviate_url, 8080)
+
+    @property
+    def s3_port(self) -> int:
+        return _port(self.s3_endpoint or "", 9000)
+
+    @property
+    def prefect_port(self) -> int:
+        return _port(self.prefect_api_url, 4200)
+
+    @property
+    def collection_prefix(self) -> str:
+        """Weaviate class names must start upper-case: 'hybridops' -> 'Hybridops'."""
+        return self.namespace[:1].upper() + self.namespace[1:]
+
+    def redacted(self) -> dict[str, Any]:
+        """Settings as plain JSON-able data, secrets shown as '**********'."""
+        data = self.model_dump(mode="json")
+        for name, value in self:
+            if isinstance(value, SecretStr):
+                data[name] = "**********"
+        data["derived"] = {
+            "landing_uri": self.landing_uri,
+            "store_uri": self.store_uri,
+            "models_dir": str(self.models_dir),
+        }
+        return data
+
+
+    def as_env(self) -> dict[str, str]:
+        """HYBRIDOPS_* variables that recreate these settings in a child process (secrets included)."""
+        env: dict[str, str] = {}
+        for name, value in self:
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, list):
+                value = json.dumps(value)
+            env[f"HYBRIDOPS_{name.upper()}"] = str(value)
+        return env
+
+
+def _port(url: str, default: int) -> int:
+    return urlparse(url).port or default
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """The composition root's way to build settings (env + .env + explicit overrides)."""
+    return Settings(**overrides)

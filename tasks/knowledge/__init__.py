@@ -1,0 +1,1 @@
+"""The fast loop: landed documents -> contract -> chunks -> embeddings -> Weaviate index generations -> search."""

@@ -1,0 +1,390 @@
+"""Weaviate index generations behind one alias, and the chunk-object reads/writes the refresh builds on.
+
+Each generation is a collection `<prefix>_Docs_<n>`; its description holds a small JSON record (embedding
+model, state, eval figures) so the generation itself says what it is. The alias `<prefix>_Docs` names the
+live one. What is indexed is read back from the objects' own properties: there is no separate ledger.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from hybridops.tasks.core.settings import Settings
+
+State = Literal["building", "ready", "rejected"]
+
+CHUNK_NAMESPACE = uuid.UUID("8f0d3f8e-5b8a-4f55-9a55-6c1f2f0b9d17")
+DELETE_BATCH = 2_000  # ids per delete_many filter
+WRITE_BATCH = 256
+
+
+class IndexOperationError(RuntimeError):
+    """An index operation failed (rejected objects, failed deletes, missing alias target...)."""
+
+
+class Generation(BaseModel):
+    """One index generation: its collection, embedding model and lifecycle state."""
+
+    name: str
+    number: int
+    embedding_model: str
+    dim: int
+    state: State
+    created_at: str
+    chunking: str = ""
+    embedding_setting: dict[str, Any] = Field(default_factory=dict)
+    live: bool = False
+    objects: int | None = None
+    eval: dict[str, Any] = Field(default_factory=dict)
+
+
+class ChunkRecord(BaseModel):
+    """What one indexed chunk object says about itself (no vector)."""
+
+    uuid: str
+    doc_id: str
+    chunk_index: int
+    chunk_count: int
+    text_hash: str
+    meta_hash: str
+    doc_text_hash: str
+    source_hash: str
+    source_version: str
+    chunking: str
+    embedding_model: str
+    text: str | None = None
+
+
+class ChunkObject(BaseModel):
+    """A chunk ready to be written: deterministic id, properties and its vector."""
+
+    model_config = {"arbitrary_types_allowed": True}
+
+    uuid: str
+    properties: dict[str, Any]
+    vector: Any  # numpy float32 array
+
+
+RECORD_FIELDS = [f for f in ChunkRecord.model_fields if f not in {"uuid", "text"}]
+
+
+# Names ------------------------------------------------------------------------------------------
+
+
+def alias_name(settings: Settings) -> str:
+    return f"{settings.collection_prefix}_Docs"
+
+
+def generation_name(settings: Settings, number: int) -> str:
+    return f"{alias_name(settings)}_{number}"
+
+
+def meta_value(value: Any) -> str:
+    """How a metadata value is spelled in the filterable `meta_kv` property (and in `--where`)."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+
+
+LIST_KEYS = frozenset({"tags", "keywords", "labels"})
+"""Metadata kept as one comma-joined string whose elements are filterable one by one (`--where tags=x`)."""
+
+
+def meta_pairs(metadata: dict[str, Any]) -> list[str]:
+    """`key=value` strings for filtering; lists and comma-joined tags also give one pair per element."""
+    pairs: list[str] = []
+    for key, value in sorted(metadata.items()):
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        if key in LIST_KEYS and isinstance(value, str):
+            items += [part.strip() for part in value.split(",") if part.strip()]
+        for item in items:
+            pair = f"{key}={meta_value(item)}"
+            if pair not in pairs:
+                pairs.append(pair)
+    return pairs
+
+
+def chunk_uuid(doc_id: str, index: int) -> str:
+    """Deterministic object id of a document's n-th chunk, so re-runs upsert instead of duplicating."""
+    return str(uuid.uuid5(CHUNK_NAMESPACE, f"{doc_id}\x00{index}"))
+
+
+# Generations ------------------------------------------------------------------------------------
+
+
+def _property_config():
+    from weaviate.classes.config import DataType, Property, Tokenization
+
+    def plain(name: str, dtype=DataType.TEXT, filterable: bool = False) -> Property:
+        return Property(
+            name=name, data_type=dtype, index_filterable=filterable, index_searchable=False,
+            index_range_filters=False, skip_vectorization=True,
+            tokenization=Tokenization.FIELD if dtype in (DataType.TEXT, DataType.TEXT_ARRAY) else None,
+        )
+
+    return [
+        plain("doc_id", filterable=True),
+        plain("chunk_index", DataType.INT),
+        plain("chunk_count", DataType.INT),
+        Property(name="text", data_type=DataType.TEXT, tokenization=Tokenization.WORD,
+                 index_searchable=True, index_filterable=False, skip_vectorization=True),
+        plain("title", filterable=True),
+        plain("metadata"),
+        plain("meta_kv", DataType.TEXT_ARRAY, filterable=True),
+        plain("text_hash"),
+        plain("meta_hash"),
+        plain("doc_text_hash"),
+        plain("source_hash"),
+        plain("source_version"),
+        plain("chunking"),
+        plain("embedding_model"),
+    ]
+
+
+def _describe(gen: Generation) -> str:
+    record = gen.model_dump(include={"number", "embedding_model", "dim", "state", "created_at", "chunking", "embedding_setting", "eval"})
+    return json.dumps({"hybridops_generation": record}, sort_keys=True)
+
+
+def _parse(name: str, number: int, description: str | None) -> Generation | None:
+    try:
+        record = json.loads(description or "")["hybridops_generation"]
+        return Generation(name=name, **{**record, "number": number})
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def list_generations(client, settings: Settings, count: bool = False) -> list[Generation]:
+    """All generations of this namespace, oldest first, marking the live one."""
+    pattern = re.compile(rf"^{re.escape(alias_name(settings))}_(\d+)$")
+    live = live_name(client, settings)
+    found = []
+    for name, config in client.collections.list_all(simple=True).items():
+        match = pattern.match(name)
+        if not match:
+            continue
+        gen = _parse(name, int(match.group(1)), config.description)
+        if gen is None:  # a collection with our name but no record: half-created; treat as building
+            gen = Generation(name=name, number=int(match.group(1)), embedding_model="", dim=0,
+                             state="building", created_at="")
+        gen.live = name == live
+        if count:
+            gen.objects = count_objects(client.collections.use(name))
+        found.append(gen)
+    return sorted(found, key=lambda g: g.number)
+
+
+def get_generation(client, settings: Settings, name: str) -> Generation:
+    """The record of one generation collection (by its name)."""
+    match = re.match(rf"^{re.escape(alias_name(settings))}_(\d+)$", name)
+    gen = _parse(name, int(match.group(1)), client.collections.use(name).config.get(simple=True).description) if match else None
+    if gen is None:
+        raise IndexOperationError(f"{name} is not an index generation of namespace {settings.namespace}")
+    return gen
+
+
+def live_name(client, settings: Settings) -> str | None:
+    alias = client.alias.get(alias_name=alias_name(settings))
+    return alias.collection if alias else None
+
+
+def live_generation(client, settings: Settings) -> Generation | None:
+    name = live_name(client, settings)
+    if name is None:
+        return None
+    for gen in list_generations(client, settings):
+        if gen.name == name:
+            return gen
+    raise IndexOperationError(f"alias {alias_name(settings)} points at {name}, which is not an index generation")
+
+
+def create_generation(
+    client, settings: Settings, embedding_model: str, dim: int, chunking: str, embedding_setting: dict[str, Any]
+) -> Generation:
+    """A new, empty collection numbered after every existing generation, in state 'building'."""
+    from weaviate.classes.config import Configure
+
+    existing = list_generations(client, settings)
+    number = max((g.number for g in existing), default=0) + 1
+    gen = Generation(
+        name=generation_name(settings, number), number=number, embedding_model=embedding_model, dim=dim,
+        state="building", created_at=datetime.now(UTC).isoformat(timespec="seconds"), chunking=chunking,
+        embedding_setting=embedding_setting,
+    )
+    client.collections.create(
+        name=gen.name,
+        description=_describe(gen),
+        properties=_property_config(),
+        vector_config=Configure.Vectors.self_provided(),
+        inverted_index_config=Configure.inverted_index(bm25_b=0.75, bm25_k1=1.2),
+    )
+    return gen
+
+
+def save_generation(client, gen: Generation) -> None:
+    """Persist a changed state/eval record into the collection's description."""
+    client.collections.use(gen.name).config.update(description=_describe(gen))
+
+
+def point_alias(client, settings: Settings, target: str) -> None:
+    """Make the alias name `target` (create or update); raise if Weaviate did not take it."""
+    name = alias_name(settings)
+    if client.alias.get(alias_name=name) is None:
+        client.alias.create(alias_name=name, target_collection=target)
+    elif not client.alias.update(alias_name=name, new_target_collection=target):
+        raise IndexOperationError(f"alias {name} could not be pointed at {target}")
+    if live_name(client, settings) != target:
+        raise IndexOperationError(f"alias {name} does not point at {target} after the update")
+
+
+def drop_generation(client, settings: Settings, gen: Generation) -> None:
+    if gen.name == live_name(client, settings):
+        raise IndexOperationError(f"refusing to delete the live generation {gen.name}")
+    client.collections.delete(gen.name)
+
+
+def prune_generations(client, settings: Settings, keep: set[str]) -> list[str]:
+    """Delete every generation except the live one and `keep` (the one it replaced, for rollback)."""
+    doomed = [g for g in list_generations(client, settings) if not g.live and g.name not in keep]
+    for gen in doomed:
+        drop_generation(client, settings, gen)
+    return [g.name for g in doomed]
+
+
+def rollback_target(client, settings: Settings) -> tuple[Generation, Generation]:
+    """(live, previous ready generation) for `index rollback`; raise if there is nothing to go back to."""
+    gens = list_generations(client, settings)
+    live = next((g for g in gens if g.live), None)
+    if live is None:
+        raise IndexOperationError("there is no live index generation")
+    previous = [g for g in gens if g.number < live.number and g.state == "ready"]
+    if not previous:
+        raise IndexOperationError(f"no earlier ready generation to roll back to from {live.name}")
+    return live, previous[-1]
+
+
+# Chunk objects ----------------------------------------------------------------------------------
+
+
+def count_objects(collection) -> int:
+    return int(collection.aggregate.over_all(total_count=True).total_count or 0)
+
+
+def iter_records(collection, with_text: bool = False) -> Iterator[ChunkRecord]:
+    """Every chunk object's self-description, by cursor (no vectors)."""
+    props = RECORD_FIELDS + (["text"] if with_text else [])
+    for obj in collection.iterator(return_properties=props, cache_size=2_000):
+        p = obj.properties
+        yield ChunkRecord(
+            uuid=str(obj.uuid),
+            text=p.get("text") if with_text else None,
+            **{f: (p.get(f) if p.get(f) is not None else (0 if f in {"chunk_index", "chunk_count"} else ""))
+               for f in RECORD_FIELDS},
+        )
+
+
+def read_index_state(collection, with_text: bool = False) -> dict[str, list[ChunkRecord]]:
+    """Indexed chunks grouped by document id: the truth the refresh diffs against."""
+    state: dict[str, list[ChunkRecord]] = {}
+    for record in iter_records(collection, with_text=with_text):
+        state.setdefault(record.doc_id, []).append(record)
+    for records in state.values():
+        records.sort(key=lambda r: (r.chunk_index, r.uuid))
+    return state
+
+
+def fetch_vectors(collection, uuids: Sequence[str]) -> dict[str, np.ndarray]:
+    """Stored vectors of the given objects (used to reuse vectors when the local cache lost them)."""
+    from weaviate.classes.query import Filter
+
+    found: dict[str, np.ndarray] = {}
+    for start in range(0, len(uuids), 500):
+        part = list(uuids[start : start + 500])
+        result = collection.query.fetch_objects(
+            filters=Filter.by_id().contains_any(part), include_vector=True, limit=len(part),
+            return_properties=["text_hash"],
+        )
+        for obj in result.objects:
+            vector = obj.vector.get("default") if isinstance(obj.vector, dict) else obj.vector
+            if vector is not None:
+                found[str(obj.uuid)] = np.asarray(vector, dtype=np.float32)
+    return found
+
+
+def upsert_chunks(collection, objects: Iterable[ChunkObject], batch_size: int = WRITE_BATCH) -> int:
+    """Insert-or-replace objects by id in batches; any rejected object fails the whole call."""
+    written = 0
+    with collection.batch.fixed_size(batch_size=batch_size, concurrent_requests=2) as batch:
+        for obj in objects:
+            batch.add_object(properties=obj.properties, uuid=obj.uuid, vector=obj.vector)
+            written += 1
+            if batch.number_errors:
+                break
+    failed = collection.batch.failed_objects
+    if failed:
+        sample = "; ".join(f"{f.object_.uuid}: {f.message}" for f in failed[:3])
+        raise IndexOperationError(f"{len(failed)} of {written} objects were rejected by Weaviate ({sample})")
+    return written
+
+
+def update_properties(collection, changes: dict[str, dict[str, Any]]) -> int:
+    """Change some properties of many objects in bulk (read back with vectors, re-upsert in batches)."""
+    from weaviate.classes.query import Filter
+
+    written = 0
+    uuids = list(changes)
+    for start in range(0, len(uuids), 500):
+        part = uuids[start : start + 500]
+        result = collection.query.fetch_objects(filters=Filter.by_id().contains_any(part), limit=len(part),
+                                                include_vector=True)
+        objects = [
+            ChunkObject(uuid=str(o.uuid), properties={**o.properties, **changes[str(o.uuid)]},
+                        vector=o.vector.get("default") if isinstance(o.vector, dict) else o.vector)
+            for o in result.objects
+        ]
+        written += upsert_chunks(collection, objects)
+    return written
+
+
+def _delete_where(collection, where) -> int:
+    """delete_many deletes a bounded number per call: loop until nothing matches."""
+    deleted = 0
+    while True:
+        result = collection.data.delete_many(where=where)
+        if result.failed:
+            raise IndexOperationError(f"Weaviate failed to delete {result.failed} objects")
+        if result.matches and not result.successful:
+            raise IndexOperationError(f"Weaviate matched {result.matches} objects to delete but deleted none")
+        deleted += result.successful
+        if result.matches == 0:
+            return deleted
+
+
+def delete_objects(collection, uuids: Sequence[str]) -> int:
+    from weaviate.classes.query import Filter
+
+    deleted = 0
+    uuids = list(uuids)
+    for start in range(0, len(uuids), DELETE_BATCH):
+        deleted += _delete_where(collection, Filter.by_id().contains_any(uuids[start : start + DELETE_BATCH]))
+    return deleted
+
+
+def delete_docs(collection, doc_ids: Sequence[str]) -> int:
+    """Remove every chunk of these documents."""
+    from weaviate.classes.query import Filter
+
+    deleted = 0
+    doc_ids = list(doc_ids)
+    for start in range(0, len(doc_ids), 200):
+        where = Filter.by_property("doc_id").contains_any(doc_ids[start : start + 200])
+        deleted += _delete_where(collection, where)
+    return deleted
