@@ -24,6 +24,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from hybridops.tasks.core.settings import Settings
+from hybridops.tasks.core.errors import HybridopsError
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "examples" / "corpus"
@@ -36,7 +37,7 @@ QUESTION = "How many days is the return window for most items?"
 """Worded like the passage that answers it, so hybrid retrieval ranks that passage first for a 135M model."""
 
 
-class DemoFailed(RuntimeError):
+class DemoFailed(HybridopsError):
     """A step of the story did not happen as it should; `steps` holds what was done so far."""
 
     def __init__(self, message: str, steps: list[dict]):

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from hybridops.tasks.core.errors import HybridopsError
 
 WEAVIATE_VERSION = "v1.35.2"  # >= 1.32 for aliases; avoids the 1.32.3/1.32.4 alias bugs
 MINIO_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"  # MinIO tags are not semver: a pinned pseudo-version
@@ -32,7 +33,7 @@ WEAVIATE = GoBinary("weaviate", "github.com/weaviate/weaviate/cmd/weaviate-serve
 MINIO = GoBinary("minio", "github.com/minio/minio", MINIO_VERSION)
 
 
-class InstallError(RuntimeError):
+class InstallError(HybridopsError):
     """A server binary could not be installed; the message says what to do."""
 
 

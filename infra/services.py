@@ -21,9 +21,10 @@ from pathlib import Path
 
 from hybridops.infra.binaries import MINIO, WEAVIATE, ensure_binary
 from hybridops.tasks.core.settings import Settings
+from hybridops.tasks.core.errors import HybridopsError
 
 
-class ServiceError(RuntimeError):
+class ServiceError(HybridopsError):
     """A service could not be started or stopped; the message says why and what to do."""
 
 

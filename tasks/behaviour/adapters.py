@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from hybridops.tasks.core.object_store import ObjectStore, artifact_store
 from hybridops.tasks.core.settings import Settings
 from hybridops.tasks.behaviour.training import ADAPTER_FILES, TrainConfig, TrainResult
+from hybridops.tasks.core.errors import HybridopsError, IntegrityError
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +34,11 @@ MANIFEST = "manifest.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 
-class AdapterError(RuntimeError):
+class AdapterError(HybridopsError):
     """A registry operation could not be done (unknown version, nothing to roll back to...)."""
 
 
-class AdapterIntegrityError(AdapterError):
+class AdapterIntegrityError(AdapterError, IntegrityError):
     """An adapter's files do not match its manifest or are in a refused format: it is never loaded."""
 
 

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from hybridops.tasks.core.object_store import ObjectStore, artifact_store
 from hybridops.tasks.behaviour.prompting import ParsedReply
 from hybridops.tasks.core.settings import Settings, PROJECT_ROOT
+from hybridops.tasks.core.errors import BadInputError
 
 log = logging.getLogger(__name__)
 CONTRACT_PATH = PROJECT_ROOT / "data_contracts" / "interactions.yaml"
@@ -96,7 +97,7 @@ class LoggedInteraction(BaseModel):
         return self.feedback is not None and (self.interaction.format_ok or self.feedback.verdict == "correct")
 
 
-class InteractionRejected(ValueError):
+class InteractionRejected(BadInputError):
     """The interaction record failed the contract; it was quarantined with these reasons."""
 
     def __init__(self, interaction_id: str, reasons: list[str], key: str):

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from hybridops.tasks.behaviour.answer import respond
 from hybridops.tasks.behaviour.checks import CHECKS, DEFAULT_BANNED_PHRASES, DEFAULT_MAX_CHARS, CheckInput, run_checks
 from hybridops.tasks.core.settings import Settings, PROJECT_ROOT
+from hybridops.tasks.core.errors import BadInputError
 
 if TYPE_CHECKING:
     from hybridops.tasks.behaviour.prompting import Passage
@@ -84,7 +85,7 @@ class Suite(BaseModel):
         return self.model_copy(update={"cases": [*self.cases, *(c for c in extra if c.id not in taken)]})
 
 
-class SuiteError(ValueError):
+class SuiteError(BadInputError):
     """The suite file is missing or invalid."""
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from hybridops.tasks.knowledge.documents import INVALID_UTF8, Document, DocumentError, parse_document
 from hybridops.tasks.core.settings import Settings, PROJECT_ROOT
+from hybridops.tasks.core.errors import BadInputError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -44,7 +45,7 @@ class Failure:
         return f"{self.code}: {self.message}"
 
 
-class ContractError(RuntimeError):
+class ContractError(BadInputError):
     """The contract file itself is broken (unreadable, unknown settings name, GX refused it)."""
 
 

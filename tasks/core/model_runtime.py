@@ -7,13 +7,14 @@ import importlib.util
 import logging
 import os
 from pathlib import Path
+from hybridops.tasks.core.errors import HybridopsError
 
 log = logging.getLogger(__name__)
 
 _BF16_CPU_FLAGS = {"amx_bf16", "avx512_bf16"}
 
 
-class ModelError(RuntimeError):
+class ModelError(HybridopsError):
     """A model could not be found, converted or loaded; the message says what to do."""
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Protocol
 
 from hybridops.tasks.core.settings import Settings
+from hybridops.tasks.core.errors import ServiceUnavailableError
 
 TEMP_MARK = ".hybridops-tmp-"
 
@@ -23,7 +24,7 @@ class ObjectInfo:
     version: str
 
 
-class ObjectStoreError(RuntimeError):
+class ObjectStoreError(ServiceUnavailableError):
     """The store could not be reached or refused an operation."""
 
 

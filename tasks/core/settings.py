@@ -107,6 +107,10 @@ class Settings(BaseSettings):
         "(default: examples/golden_retrieval.jsonl)."
     )
     refresh_batch_docs: int = Field(256, description="Documents per refresh batch (one Prefect task each).")
+    lock_timeout_s: float = Field(1800.0, ge=0, description="How long refresh, rebuild, retrain, promote and "
+                                  "rollback wait for the namespace lock before giving up.")
+    lock_ttl_s: float = Field(60.0, gt=1, description="Lease of a namespace lock; renewed while held, so a "
+                              "holder that died frees it after this long.")
 
     # Behaviour path
     max_new_tokens: int = 96

@@ -9,6 +9,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
+from hybridops.tasks.core.errors import BadInputError
 
 Scalar = str | int | float | bool
 
@@ -23,7 +24,7 @@ INVALID_FRONT_MATTER = "invalid_front_matter"
 INVALID_HTML = "invalid_html"
 
 
-class DocumentError(ValueError):
+class DocumentError(BadInputError):
     """A document could not be parsed; reason_code is stable (e.g. 'unsupported_format', 'invalid_utf8')."""
 
     def __init__(self, reason_code: str, message: str):

@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from hybridops.tasks.core.settings import Settings
+from hybridops.tasks.core.errors import HybridopsError
 
 State = Literal["building", "ready", "rejected"]
 
@@ -26,7 +27,7 @@ DELETE_BATCH = 2_000  # ids per delete_many filter
 WRITE_BATCH = 256
 
 
-class IndexOperationError(RuntimeError):
+class IndexOperationError(HybridopsError):
     """An index operation failed (rejected objects, failed deletes, missing alias target...)."""
 
 

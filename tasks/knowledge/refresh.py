@@ -53,6 +53,7 @@ from hybridops.tasks.knowledge.refresh_report import (
 )
 from hybridops.tasks.core.settings import Settings
 from hybridops.tasks.core.weaviate_connection import weaviate_session
+from hybridops.tasks.core.errors import HybridopsError
 
 Outcome = Literal["added", "updated", "metadata_only", "unchanged", "deleted", "quarantined"]
 OUTCOMES: tuple[Outcome, ...] = ("added", "updated", "metadata_only", "unchanged", "deleted", "quarantined")
@@ -60,7 +61,7 @@ _COMPARED = ("chunk_index", "chunk_count", "text_hash", "doc_text_hash", "meta_h
              "chunking", "embedding_model")
 
 
-class RefreshError(RuntimeError):
+class RefreshError(HybridopsError):
     """The refresh could not complete; nothing it did is reported as done (the next run repairs)."""
 
 
