@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import typer
 
+from hybridops.flows.cli.common import ErrorHandlingGroup
+
 app = typer.Typer(
     name="hybridops",
     help="Continual hybrid LLM system: fresh RAG knowledge + LoRA-tuned behaviour, orchestrated by Prefect.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
+    cls=ErrorHandlingGroup,
 )
 models_app = typer.Typer(help="Prepare and inspect the local models.", no_args_is_help=True)
 quarantine_app = typer.Typer(help="Documents and training examples held back by data contracts.", no_args_is_help=True)

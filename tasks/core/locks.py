@@ -7,8 +7,9 @@ the create the acquire. The holder renews its lease in a background thread; a le
 expires after `lock_ttl_s` and is taken over through a one-time successor object, so two waiters never
 both take over the same stale lease.
 
-Resources: `index` (refresh, rebuild) and `adapters` (retrain, promote, rollback). They are separate so
-a minutes-long retrain never holds back a landing's refresh.
+Resources: `index` (refresh, rebuild), `adapters` (retrain, promote, rollback) and `watcher` (one landing
+watcher per namespace). Index and adapters are separate so a minutes-long retrain never holds back a
+landing's refresh.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from hybridops.tasks.core.errors import ConflictError
 from hybridops.tasks.core.settings import Settings
 from hybridops.tasks.core.weaviate_connection import weaviate_session
 
-Resource = Literal["index", "adapters"]
+Resource = Literal["index", "adapters", "watcher"]
 LOCK_NAMESPACE = uuid.UUID("0b7f9a52-4f3e-4d55-8c1e-2a6f5d1c9e41")
 POLL_S = 0.5
 
