@@ -57,16 +57,19 @@ def _weaviate_headers(settings: Settings) -> dict[str, str]:
     return {}
 
 
-def weaviate_service(settings: Settings) -> Service:
+WEAVIATE_UNBINDABLE = ("grpc", "data")
+"""Weaviate 1.35 listens on every interface for these (its gRPC and cluster-data servers take no bind
+address); everything else hybridops starts is on 127.0.0.1. Keep them firewalled, or set an API key."""
+
+
+def weaviate_ports(settings: Settings) -> dict[str, int]:
     base = settings.weaviate_cluster_port
-    ports = {
-        "http": settings.weaviate_port,
-        "grpc": settings.weaviate_grpc_port,
-        "gossip": base,
-        "data": base + 1,
-        "raft": base + 2,
-        "raft_rpc": base + 3,
-    }
+    return {"http": settings.weaviate_port, "grpc": settings.weaviate_grpc_port, "gossip": base, "data": base + 1,
+            "raft": base + 2, "raft_rpc": base + 3}
+
+
+def weaviate_service(settings: Settings) -> Service:
+    ports = weaviate_ports(settings)
     env = {
         "PERSISTENCE_DATA_PATH": str(settings.home / "data" / "weaviate"),
         "DEFAULT_VECTORIZER_MODULE": "none",
@@ -81,6 +84,7 @@ def weaviate_service(settings: Settings) -> Service:
         "RAFT_JOIN": f"{settings.namespace}-node1",
         "CLUSTER_IN_LOCALHOST": "true",
         "CLUSTER_ADVERTISE_ADDR": "127.0.0.1",
+        "CLUSTER_BIND_ADDR": "127.0.0.1",  # gossip on loopback (gRPC and the data port have no bind setting in 1.35)
         "DISABLE_TELEMETRY": "true",
         "GO_PROFILING_DISABLE": "true",
         "LOG_LEVEL": "warning",

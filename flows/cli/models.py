@@ -6,8 +6,7 @@ import time
 from typing import Any
 
 from hybridops.flows.cli import models_app
-from hybridops.flows.cli.common import JSON_OPTION, console, fail, print_json, settings
-from hybridops.tasks.core.model_runtime import ModelError
+from hybridops.flows.cli.common import JSON_OPTION, console, print_json, settings
 from hybridops.tasks.core.settings import Settings
 
 
@@ -15,13 +14,10 @@ from hybridops.tasks.core.settings import Settings
 def prepare(as_json: bool = JSON_OPTION) -> None:
     """Make the embedding model and the base LLM ready offline (converts the GGUF once; later calls are cached)."""
     cfg = settings()
-    try:
-        with console.status("preparing the base LLM (a first GGUF conversion takes ~15-30 s)..."):
-            llm = _llm_report(cfg)
-        with console.status("loading the embedding model and checking bf16 quality..."):
-            embedding = _embedding_report(cfg)
-    except ModelError as exc:
-        fail(str(exc))
+    with console.status("preparing the base LLM (a first GGUF conversion takes ~15-30 s)..."):
+        llm = _llm_report(cfg)
+    with console.status("loading the embedding model and checking bf16 quality..."):
+        embedding = _embedding_report(cfg)
     report = {"embedding": embedding, "llm": llm}
     if as_json:
         print_json(report)
@@ -42,10 +38,7 @@ def info(as_json: bool = JSON_OPTION) -> None:
     from hybridops.tasks.behaviour.llm import base_model_info
 
     cfg = settings()
-    try:
-        report = {"embedding": _embedding_report(cfg), "llm": base_model_info(cfg), "models_dir": str(cfg.models_dir)}
-    except ModelError as exc:
-        fail(str(exc))
+    report = {"embedding": _embedding_report(cfg), "llm": base_model_info(cfg), "models_dir": str(cfg.models_dir)}
     if as_json:
         print_json(report)
         return

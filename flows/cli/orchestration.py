@@ -11,13 +11,6 @@ from hybridops.flows.cli import app
 from hybridops.flows.cli.common import JSON_OPTION, console, fail, print_json, settings
 
 
-def fail_json(json_output: bool, message: str) -> None:
-    """A clear error on stderr, and the one JSON object (`{"error": ...}`) on stdout when --json is given."""
-    if json_output:
-        print_json({"error": message})
-    fail(message)
-
-
 @app.command()
 def serve(json_output: bool = JSON_OPTION) -> None:
     """Register every deployment of this namespace with the Prefect server and run their flow runs (Ctrl-C stops)."""
@@ -36,7 +29,7 @@ def serve(json_output: bool = JSON_OPTION) -> None:
     try:
         serve_deployments(cfg, on_ready=ready)
     except (OSError, RuntimeError) as exc:
-        fail_json(json_output, f"cannot serve against {cfg.prefect_api_url}: {exc} (is the stack up? `hybridops up`)")
+        fail(f"cannot serve against {cfg.prefect_api_url}: {exc} (is the stack up? `hybridops up`)")
 
 
 def parse_params(items: list[str] | None) -> dict[str, Any]:
@@ -82,7 +75,7 @@ def run_command(
         spec = spec_for(cfg, deployment)
         parameters = parse_params(param)
     except (KeyError, ValueError) as exc:
-        fail_json(json_output, str(exc).strip("'\""))
+        fail(str(exc).strip("'\""))
     try:
         run = start_run(cfg, spec.full_name(cfg), parameters)
         console.print(f"started {run.name} of {spec.full_name(cfg)}: {run.url}")
@@ -90,7 +83,7 @@ def run_command(
             with console.status(f"waiting for {run.name}..."):
                 run = wait_for_run(cfg, run.id, timeout)
     except (OSError, RuntimeError, TimeoutError) as exc:
-        fail_json(json_output, f"{exc} (is `hybridops serve` running against {cfg.prefect_api_url}?)")
+        fail(f"{exc} (is `hybridops serve` running against {cfg.prefect_api_url}?)")
     if json_output:
         print_json(run.model_dump(mode="json"))
     else:
@@ -110,11 +103,10 @@ def demo(
 
     try:
         report = run_demo(settings(), console=console, keep_serving=keep_serving)
-    except DemoFailed as exc:
+    except DemoFailed as exc:  # the steps done so far are part of the JSON contract
         if json_output:
             print_json({"ok": False, "error": str(exc), "steps": exc.steps})
-        fail(str(exc))
-    except Exception as exc:  # a service down, a model missing...: one clear line, and the JSON contract
-        fail_json(json_output, f"demo stopped: {type(exc).__name__}: {exc}")
+        console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(1) from None
     if json_output:
         print_json(report)

@@ -6,22 +6,17 @@ import typer
 from rich.table import Table
 
 from hybridops.flows.cli import app
-from hybridops.flows.cli.common import JSON_OPTION, console, fail, print_json, settings
+from hybridops.flows.cli.common import JSON_OPTION, console, print_json, settings
 
 
 @app.command()
 def up(json_output: bool = JSON_OPTION) -> None:
     """Install (once) and start Prefect server, Weaviate and MinIO on 127.0.0.1; a second `up` is a no-op."""
-    from hybridops.infra.binaries import InstallError
-    from hybridops.infra.services import ServiceError
     from hybridops.infra.services import up as start_stack
 
     cfg = settings()
-    try:
-        with console.status("starting the local stack (first run builds Weaviate and MinIO with Go)..."):
-            report = start_stack(cfg, on_event=lambda msg: console.log(msg))
-    except (ServiceError, InstallError) as exc:
-        fail(str(exc))
+    with console.status("starting the local stack (first run builds Weaviate and MinIO with Go)..."):
+        report = start_stack(cfg, on_event=lambda msg: console.log(msg))
     if json_output:
         print_json({"services": report})
     else:

@@ -1,7 +1,7 @@
 """Serving the deployments from one long-running process (`hybridops serve`), tuned for event latency.
 
 `serve` exports the settings to the environment (flow runs rebuild them from it), makes sure the strict
-concurrency limits exist, optionally enables warm start (flows/warm_start.py), registers every deployment
+concurrency limits exist, optionally enables warm start (flows/orchestration/warm_start.py), registers every deployment
 with a runner polling every `runner_poll_seconds`, queues a watch-landing run, and runs until SIGTERM.
 `pause_on_shutdown=False`: stopping `serve` never pauses schedules or triggers.
 """
@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 from hybridops.tasks.core.settings import Settings, PROJECT_ROOT
 

@@ -1,4 +1,4 @@
-"""Imported only by the warm-start forkserver (see flows/warm_start.py): importing it IS the warm-up."""
+"""Imported only by the warm-start forkserver (see flows/orchestration/warm_start.py): importing it IS the warm-up."""
 
 from __future__ import annotations
 
