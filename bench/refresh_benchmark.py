@@ -73,7 +73,7 @@ def log(message: str) -> None:
 
 
 def run(base: Settings, n_docs: int, n_queries: int) -> dict:
-    from hybridops.tasks.core.contracts import make_candidate, validate_documents
+    from hybridops.tasks.knowledge.document_contract import make_candidate, validate_documents
     from hybridops.tasks.knowledge.embeddings import load_embedder
     from hybridops.tasks.knowledge.index import alias_name, list_generations, live_name, read_index_state
     from hybridops.tasks.knowledge.landing import land

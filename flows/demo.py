@@ -205,7 +205,7 @@ class Story:
 
     def evaluate(self) -> datetime:
         from hybridops.flows.orchestration.run_control import start_run, wait_for_run
-        from hybridops.tasks.behaviour.drift import load_history
+        from hybridops.tasks.behaviour.eval_history import load_history
 
         with self.step("Evaluate behaviour", "The daily evaluate-behaviour deployment, run now: the suite on the "
                        "champion; every failing case is attributed to a knowledge or a behaviour gap.") as f:

@@ -1,6 +1,7 @@
 """Flow `rebuild_index` (manual): a full rebuild into a new index generation.
 
-Steps: run `refresh_index` with full=True -> every landed document is indexed into a fresh collection
+The same story as refresh-index (tasks/knowledge/refresh.py) with full=True, run as its subflow, under the
+same index lock: every landed document is indexed into a fresh collection
 (embeddings come from the cache where the text is unchanged) -> the golden-set retrieval eval gates it ->
 the alias flips only if recall@k holds up; the previous generation is kept for `hybridops index rollback`.
 """

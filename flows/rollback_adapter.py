@@ -1,16 +1,18 @@
-"""Flow `rollback_adapter` (manual): restore the previous champion adapter from the pointer history."""
+"""Flow `rollback_adapter` (manual): restore the previous champion adapter from the pointer history.
+
+The story (tasks/behaviour/champion.py, under the namespace's adapters lock) is the one
+`hybridops adapters rollback` runs; the flow adds an artifact and the hybridops.adapter.rolled_back event.
+"""
 
 from __future__ import annotations
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
-from prefect.concurrency.sync import concurrency
-from prefect.events import emit_event
 from pydantic import BaseModel, Field
 
-from hybridops.flows.orchestration.limits import ensure_global_limit
-from hybridops.flows.retrain_adapter import adapters_limit
-from hybridops.tasks.behaviour.adapters import rollback
+from hybridops.flows.orchestration.events import adapter_rolled_back
+from hybridops.flows.orchestration.reporting import PrefectReporter
+from hybridops.tasks.behaviour.champion import rollback_champion
 from hybridops.tasks.core.settings import load_settings
 
 
@@ -25,14 +27,11 @@ class RollbackParams(BaseModel):
 def rollback_adapter(params: RollbackParams = RollbackParams()) -> dict:
     """Move the champion pointer back one step (verifying the restored adapter) and say so."""
     settings = load_settings()
-    with concurrency(ensure_global_limit(adapters_limit(settings)), occupy=1, strict=True):
-        pointer = rollback(settings, reason=params.reason)
+    pointer = rollback_champion(settings, reason=params.reason, reporter=PrefectReporter())
     create_markdown_artifact(f"Champion is now `{pointer.version or 'base model'}`: {pointer.current.reason}",
                              key=f"{settings.namespace.replace('_', '-')}-adapter-rollback",
                              description="adapter rollback")
-    emit_event(event="hybridops.adapter.rolled_back",
-               resource={"prefect.resource.id": f"hybridops.{settings.namespace}.adapter"},
-               payload={"version": pointer.version, "reason": pointer.current.reason})
+    adapter_rolled_back(settings, pointer.version, pointer.current.reason)
     return {"champion": pointer.version, "history": [e.version for e in pointer.history]}
 
 

@@ -1,21 +1,25 @@
 """Flow `watch_landing`: poll the landing zone (folder or S3) and announce changes as Prefect events.
 
-Steps: take the namespace's watcher slot (one watcher at a time; a newcomer waits for the previous run to
-hand over) -> poll with a persisted cursor, emitting ONE `hybridops.landing.changed` event per poll that saw
+Steps: take the namespace's watcher lock (one watcher at a time, held in Weaviate like every namespace lock;
+a newcomer waits for the previous run to hand over, a killed watcher's lease expires) -> poll with a persisted cursor, emitting ONE `hybridops.landing.changed` event per poll that saw
 changes (a burst of files becomes one event) -> table artifact of what was announced.
 refresh-index is triggered by that event; the refresh itself re-checks the landing zone when it ends.
 """
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.concurrency.sync import concurrency
 from prefect.events import emit_event
 from pydantic import BaseModel, Field
 
-from hybridops.flows.orchestration.limits import ensure_global_limit
+from hybridops.tasks.core.errors import ConflictError
+from hybridops.tasks.core.locks import namespace_lock
+from hybridops.tasks.core.object_store import artifact_store, landing_zone
+from hybridops.tasks.core.settings import Settings, load_settings
 from hybridops.tasks.knowledge.landing_changes import (
     LANDING_CHANGED,
     LandingChanges,
@@ -26,8 +30,6 @@ from hybridops.tasks.knowledge.landing_changes import (
     snapshot,
     watch,
 )
-from hybridops.tasks.core.object_store import artifact_store, landing_zone
-from hybridops.tasks.core.settings import Settings, load_settings
 
 
 class WatchParams(BaseModel):
@@ -45,25 +47,9 @@ class WatchParams(BaseModel):
     )
 
 
-def watcher_limit_name(settings: Settings) -> str:
-    return f"{settings.namespace}-watch-landing"
-
-
-@task(retries=3, retry_delay_seconds=[1, 5, 15], cache_policy=NO_CACHE)
-def ensure_watcher_limit(settings: Settings) -> str:
-    """One slot per namespace: two watchers would announce every change twice."""
-    return ensure_global_limit(watcher_limit_name(settings))
-
-
 def announce(settings: Settings, changes: LandingChanges, reason: str = "landing zone changed") -> None:
     """Emit one hybridops.landing.changed event for a set of changes (refresh-index is triggered by it)."""
     emit_event(event=LANDING_CHANGED, resource=landing_resource(settings), payload=changes.payload() | {"reason": reason})
-
-
-@task(retries=3, retry_delay_seconds=[1, 5, 15], cache_policy=NO_CACHE)
-def landing_snapshot(settings: Settings) -> Snapshot:
-    """Key -> version of every landed document, taken when a refresh starts."""
-    return snapshot(landing_zone(settings))
 
 
 @task(retries=3, retry_delay_seconds=[1, 5, 15], cache_policy=NO_CACHE)
@@ -93,17 +79,18 @@ def watch_landing(params: WatchParams = WatchParams()) -> WatchStats:
     if (late := _lateness_s()) > max(run_for, 60):  # a run missed while nothing served: newer ones cover it
         logger.info("skipping: scheduled %.0f s ago, a newer watcher run took over", late)
         return WatchStats(skipped_reason=f"stale run (scheduled {late:.0f} s ago)")
-    try:
-        with concurrency(ensure_watcher_limit(settings), occupy=1, strict=True, lease_duration=60,
-                         timeout_seconds=params.wait_for_slot_seconds):  # a killed watcher's slot frees in 60 s
-            logger.info("watching %s for %.0f s", settings.landing_uri, run_for)
-            stats = watch(settings, landing_zone(settings), artifact_store(settings),
-                          lambda changes: announce(settings, changes), run_for_s=run_for,
-                          poll_s=params.poll_seconds or settings.watch_poll_seconds,
-                          settle_s=params.settle_seconds, log=logger.info)
-    except TimeoutError:
-        stats = WatchStats(skipped_reason="another watcher holds this namespace's slot")
-        logger.info(stats.skipped_reason)
+    with ExitStack() as held:
+        try:  # two watchers would announce every change twice
+            held.enter_context(namespace_lock(settings, "watcher", "watch-landing", timeout=params.wait_for_slot_seconds))
+        except ConflictError:
+            stats = WatchStats(skipped_reason="another watcher holds this namespace's watcher lock")
+            logger.info(stats.skipped_reason)
+            return stats
+        logger.info("watching %s for %.0f s", settings.landing_uri, run_for)
+        stats = watch(settings, landing_zone(settings), artifact_store(settings),
+                      lambda changes: announce(settings, changes), run_for_s=run_for,
+                      poll_s=params.poll_seconds or settings.watch_poll_seconds,
+                      settle_s=params.settle_seconds, log=logger.info)
     if stats.announced:
         create_table_artifact(stats.announced, key=f"{settings.namespace.replace('_', '-')}-landing-changes",
                               description=f"landing changes announced: {stats.events} events in {stats.polls} polls")

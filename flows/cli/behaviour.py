@@ -1,15 +1,21 @@
-"""CLI commands: behaviour — ask, feedback, and the behaviour eval (`hybridops eval`)."""
+"""CLI commands: behaviour — ask, feedback, and the behaviour eval (`hybridops eval`).
+
+Commands raise; the root group (common.ErrorHandlingGroup) turns failures into one line and an exit code.
+The tasks/ modules are imported inside each command: together they pull in Weaviate, GX contracts and the
+model code, which every other `hybridops` command (and `--help`) should not pay for.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from hybridops.flows.cli import app, eval_app
 from hybridops.flows.cli.common import JSON_OPTION, console, fail, print_json, settings
+from hybridops.flows.cli.progress import rich_reporter
+from hybridops.flows.orchestration.events import behaviour_evaluated, from_the_cli
 
 
 @app.command()
@@ -18,13 +24,9 @@ def ask(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Answer from retrieved context with the champion adapter; the interaction is logged for evals/training."""
-    from hybridops.tasks.behaviour.adapters import AdapterError
-    from hybridops.tasks.behaviour.answer import MAX_QUESTION_CHARS
+    from hybridops.tasks.behaviour.answer import MAX_QUESTION_CHARS, load_answering_model
     from hybridops.tasks.behaviour.answer import ask as answer_question
-    from hybridops.tasks.behaviour.answer import load_answering_model
-    from hybridops.tasks.knowledge.index import IndexOperationError
     from hybridops.tasks.behaviour.interactions import warm_contract
-    from hybridops.tasks.core.object_store import ObjectStoreError
 
     cfg = settings()
     if not question.strip():
@@ -32,13 +34,10 @@ def ask(
     if len(question.strip()) > MAX_QUESTION_CHARS:
         fail(f"the question is longer than {MAX_QUESTION_CHARS} characters")
     warm_contract()  # the interaction contract loads in parallel with the model
-    try:
-        with console.status("loading the champion model..."):
-            loaded = load_answering_model(cfg)
-        with console.status(f"retrieving and answering with {loaded.adapter or 'the base model'}..."):
-            answer = answer_question(cfg, question, loaded=loaded)
-    except (AdapterError, IndexOperationError, ObjectStoreError, ValueError) as exc:
-        fail(str(exc))
+    with console.status("loading the champion model..."):
+        loaded = load_answering_model(cfg)
+    with console.status(f"retrieving and answering with {loaded.adapter or 'the base model'}..."):
+        answer = answer_question(cfg, question, loaded=loaded)
     if json_output:
         print_json(answer.model_dump(mode="json"))
         return
@@ -59,20 +58,14 @@ def feedback(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Record a human judgement of one interaction (approved/corrected interactions become training data)."""
-    from pydantic import ValidationError
-
     from hybridops.tasks.behaviour.interactions import record_feedback
-    from hybridops.tasks.core.object_store import ObjectStoreError
 
     if approve == (correct is not None):
         fail("give exactly one of --approve or --correct TEXT")
     if source and correct is None:
         fail("--source goes with --correct")
     cfg = settings()
-    try:
-        logged = record_feedback(cfg, interaction_id, "approve" if approve else "correct", correct, sources=source)
-    except (KeyError, ValueError, ValidationError, ObjectStoreError) as exc:
-        fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc))
+    logged = record_feedback(cfg, interaction_id, "approve" if approve else "correct", correct, sources=source)
     record, trainable = logged.feedback, logged.trainable
     data = {
         "interaction_id": record.interaction_id, "verdict": record.verdict, "correction": record.correction,
@@ -99,29 +92,14 @@ def eval_behaviour(
     """Behaviour eval of the champion: pass rates with 95% CIs, gap attribution, drift; recorded in history."""
     if ctx.invoked_subcommand is not None:
         return
-    from hybridops.tasks.behaviour.adapters import AdapterError
-    from hybridops.tasks.behaviour.answer import load_answering_model
-    from hybridops.tasks.behaviour.suite import SuiteError, eval_suite, run_suite
-    from hybridops.tasks.behaviour.drift import assess, record_history, summarize
-    from hybridops.tasks.behaviour.gap_attribution import attribute_gaps
-    from hybridops.tasks.knowledge.index import IndexOperationError
-    from hybridops.tasks.core.object_store import ObjectStoreError
+    from hybridops.tasks.behaviour.evaluation import EvalRequest, evaluate
 
     cfg = settings()
-    try:
-        cases = eval_suite(cfg, suite, sample)
-        with console.status("loading the champion model..."):
-            loaded = load_answering_model(cfg)
-        with _progress() as progress:
-            bar = progress.add_task("answering cases", total=len(cases.cases))
-            report = run_suite(cfg, cases, loaded.model, loaded.tokenizer, loaded.adapter,
-                               progress=lambda i, n, _: progress.update(bar, completed=i))
-        with console.status("attributing failures (oracle re-asks)..."):
-            gaps = attribute_gaps(cfg, cases, report, loaded.model, loaded.tokenizer)
-        entry = summarize(report, gaps, assess(cfg, report, gaps))
-        record_history(cfg, entry)
-    except (SuiteError, AdapterError, IndexOperationError, ObjectStoreError) as exc:
-        fail(str(exc))
+    with rich_reporter() as reporter:
+        outcome = evaluate(cfg, EvalRequest(suite=suite, sample=sample), reporter=reporter)
+    entry = outcome.record
+    # the same events the evaluate-behaviour flow sends, so a manual eval's drift starts a retrain too
+    events = from_the_cli(cfg, lambda: behaviour_evaluated(cfg, entry, outcome.gaps))
     if json_output:
         print_json({
             "n": entry.n,
@@ -135,6 +113,7 @@ def eval_behaviour(
             "run_id": entry.run_id,
             "cases_per_min": entry.cases_per_min,
             "cases": [case.model_dump(mode="json") for case in entry.cases],
+            "events": events,
         })
         return
     table = Table("check", "pass rate", "95% CI", "n")
@@ -143,8 +122,5 @@ def eval_behaviour(
     console.print(table)
     console.print(f"gaps: {entry.gaps} | drift: {entry.drift.drift} {entry.drift.drifted} | "
                   f"adapter: {entry.adapter or 'base'} | {entry.cases_per_min:.1f} cases/min")
-
-
-def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console)
+    console.print(f"events: {', '.join(events) or 'none'}" if events is not None
+                  else "events: none (Prefect server not reachable)")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -11,39 +9,6 @@ import typer
 
 from hybridops.flows.cli import app, eval_app, index_app, quarantine_app
 from hybridops.flows.cli.common import JSON_OPTION, console, fail, print_json, settings
-
-
-@contextmanager
-def clear_errors(json_output: bool) -> Iterator[None]:
-    """Unreachable services, rejected writes and bad input end the command with a clear message, exit 1."""
-    from weaviate.exceptions import WeaviateBaseError
-
-    from hybridops.tasks.core.contracts import ContractError
-    from hybridops.tasks.knowledge.index import IndexOperationError
-    from hybridops.tasks.core.model_runtime import ModelError
-    from hybridops.tasks.core.object_store import ObjectStoreError
-    from hybridops.tasks.knowledge.refresh import RefreshError
-
-    expected = (ObjectStoreError, WeaviateBaseError, IndexOperationError, RefreshError, ContractError, ModelError,
-                OSError, ValueError)
-    try:
-        yield
-    except typer.Exit:
-        raise
-    except expected as exc:
-        message = _describe(exc)
-        if json_output:
-            print_json({"error": message})
-        fail(message)
-
-
-def _describe(exc: BaseException) -> str:
-    from weaviate.exceptions import WeaviateBaseError
-
-    if isinstance(exc, WeaviateBaseError):
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return f"Weaviate: {first}"
-    return str(exc)
 
 
 # land -------------------------------------------------------------------------------------------
@@ -57,29 +22,32 @@ def land_command(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Copy files/folders into the landing zone keeping relative paths, or remove one document."""
-    from hybridops.tasks.knowledge.landing import land, remove as remove_doc
+    from hybridops.tasks.knowledge.landing import land_report, remove as remove_doc
     from hybridops.tasks.core.object_store import landing_zone
 
     cfg = settings()
     if bool(paths) == bool(remove):
         fail("give PATH... to land, or --remove DOC_ID (not both)")
-    with clear_errors(json_output):
-        store = landing_zone(cfg)
-        if remove:
-            removed = remove_doc(store, remove)
-            if json_output:
-                print_json({"removed": remove if removed else None, "landing": cfg.landing_uri})
-            else:
-                console.print(f"{'removed' if removed else 'not in the landing zone:'} {remove}")
-            if not removed:
-                raise typer.Exit(1)
-            return
-        landed = land(store, list(paths), prefix=prefix)
+    store = landing_zone(cfg)
+    if remove:
+        removed = remove_doc(store, remove)
+        if json_output:
+            print_json({"removed": remove if removed else None, "landing": cfg.landing_uri})
+        else:
+            console.print(f"{'removed' if removed else 'not in the landing zone:'} {remove}")
+        if not removed:
+            raise typer.Exit(1)
+        return
+    result = land_report(store, list(paths), prefix=prefix)
+    landed = result.landed
+    skipped = [{"source": s.source, "reason": s.reason} for s in result.skipped]
     if json_output:
         print_json({"landed": [f.doc_id for f in landed], "count": len(landed), "landing": cfg.landing_uri,
-                    "bytes": sum(f.size for f in landed)})
+                    "bytes": sum(f.size for f in landed), "skipped": skipped})
     else:
         console.print(f"landed {len(landed)} documents into {cfg.landing_uri}")
+        for item in skipped:
+            console.print(f"[yellow]skipped[/] {item['source']}: {item['reason']}", highlight=False)
 
 
 # refresh ----------------------------------------------------------------------------------------
@@ -92,17 +60,12 @@ def refresh_command(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Reconcile the index with the landing zone (embedding only changed chunks)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from hybridops.tasks.knowledge.refresh import refresh_lock, run_refresh
+    from hybridops.flows.cli.progress import rich_reporter
+    from hybridops.tasks.knowledge.refresh import RefreshRequest, refresh
 
     cfg = settings()
-    with clear_errors(json_output), refresh_lock(cfg):
-        with Progress(TextColumn("refresh"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console, transient=json_output) as bar:
-            task = bar.add_task("documents", total=None)
-            report = run_refresh(cfg, full=full, verify=verify,
-                                 on_progress=lambda done, total: bar.update(task, completed=done, total=total))
+    with rich_reporter(transient=json_output) as reporter:  # the same story the refresh-index flow runs
+        report = refresh(cfg, RefreshRequest(full=full, verify=verify), reporter=reporter)
     failed_gate = report.gate is not None and report.gate.status == "failed"
     event = None
     if not failed_gate:  # the same event the refresh-index flow emits, so automations see manual refreshes
@@ -161,8 +124,7 @@ def search_command(
     cfg = settings()
     if mode not in MODES:
         fail(f"--mode must be one of {', '.join(MODES)}")
-    with clear_errors(json_output):
-        hits = search(cfg, query, k=k, mode=mode, alpha=alpha, where=_parse_where(where))
+    hits = search(cfg, query, k=k, mode=mode, alpha=alpha, where=_parse_where(where))
     if json_output:
         print_json({"results": [h.model_dump(include={"doc_id", "chunk_id", "score", "title", "text", "chunk_index"})
                                 for h in hits]})
@@ -187,8 +149,7 @@ def eval_retrieval_command(
     from hybridops.tasks.knowledge.retrieval_eval import run_retrieval_eval
 
     cfg = settings()
-    with clear_errors(json_output):
-        report = run_retrieval_eval(cfg, golden or cfg.golden_retrieval, k=k, mode=mode, alpha=alpha)
+    report = run_retrieval_eval(cfg, golden or cfg.golden_retrieval, k=k, mode=mode, alpha=alpha)
     data = report.model_dump(mode="json")
     data[f"recall@{report.k}"] = report.recall_at_k
     if json_output:
@@ -222,8 +183,7 @@ def quarantine_list_command(
     cfg = settings()
     if kind is not None and kind not in KINDS:
         fail(f"--kind must be one of {', '.join(KINDS)}")
-    with clear_errors(json_output):
-        entries = list_quarantined(artifact_store(cfg), kind)
+    entries = list_quarantined(artifact_store(cfg), kind)
     if json_output:
         print_json({"quarantined": [e.to_dict() for e in entries], "count": len(entries)})
         return
@@ -240,7 +200,7 @@ def index_list_command(json_output: bool = JSON_OPTION) -> None:
     from hybridops.tasks.core.weaviate_connection import weaviate_session
 
     cfg = settings()
-    with clear_errors(json_output), weaviate_session(cfg) as client:
+    with weaviate_session(cfg) as client:
         gens = list_generations(client, cfg, count=True)
     if json_output:
         print_json({"alias": alias_name(cfg), "generations": [g.model_dump(mode="json") for g in gens]})
@@ -257,7 +217,7 @@ def index_rollback_command(json_output: bool = JSON_OPTION) -> None:
     from hybridops.tasks.core.weaviate_connection import weaviate_session
 
     cfg = settings()
-    with clear_errors(json_output), weaviate_session(cfg) as client:
+    with weaviate_session(cfg) as client:
         live, previous = rollback_target(client, cfg)
         point_alias(client, cfg, previous.name)
     if json_output:

@@ -1,37 +1,22 @@
-"""CLI commands: retrain (in-process, rich progress) and the adapter registry (list, show, promote, rollback)."""
+"""CLI commands: retrain (in-process, rich progress) and the adapter registry (list, show, promote, rollback).
+
+Retrain, promote and rollback run the same stories as the flows (under the namespace's adapters lock) and
+send the same events when the Prefect server answers, so automations see manual moves too. Commands raise;
+the root group turns failures into one line and an exit code. The tasks/ modules are imported inside each
+command: they pull in Weaviate and the model code, which `--help` and the other commands should not pay for.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from hybridops.flows.cli import adapters_app, app
-from hybridops.flows.cli.common import JSON_OPTION, console, fail, print_json, settings
-
-
-class RichReporter:
-    """Training steps and eval cases as rich progress bars on stderr."""
-
-    def __init__(self, progress: Progress):
-        self.progress = progress
-        self.tasks: dict[str, int] = {}
-
-    def stage(self, message: str) -> None:
-        self.progress.console.log(message)
-
-    def _advance(self, label: str, done: int, total: int, info: str = "") -> None:
-        if label not in self.tasks:
-            self.tasks[label] = self.progress.add_task(label, total=total, info="")
-        self.progress.update(self.tasks[label], completed=done, total=total, info=info)
-
-    def train_step(self, progress) -> None:
-        self._advance("train", progress.step, progress.total, f"loss {progress.loss:.3f}")
-
-    def eval_case(self, label: str, done: int, total: int) -> None:
-        self._advance(f"eval {label}", done, total)
+from hybridops.flows.cli.common import JSON_OPTION, console, print_json, settings
+from hybridops.flows.cli.progress import rich_reporter
+from hybridops.flows.orchestration.events import adapter_decided, adapter_rolled_back, from_the_cli
 
 
 @app.command()
@@ -48,17 +33,10 @@ def retrain(
 
     cfg = settings()
     request = RetrainRequest(drifted=drifted, force=force, steps=steps, suite=suite)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-               TimeElapsedColumn())
-    try:
-        with Progress(*columns, console=console, transient=False) as progress:
-            outcome = run_retrain(cfg, request, reporter=RichReporter(progress))
-    except Exception as exc:  # a clear one-line error instead of a traceback for the operator
-        fail(f"retrain failed: {type(exc).__name__}: {exc}")
+    with rich_reporter() as reporter:
+        outcome = run_retrain(cfg, request, reporter=reporter)
     event = None
-    if not outcome.skipped:  # the same event the retrain-adapter flow emits, so automations see manual runs
-        from hybridops.flows.orchestration.events import adapter_decided, from_the_cli
-
+    if not outcome.skipped:  # the same event the retrain-adapter flow emits (a skipped run decides nothing)
         event = from_the_cli(cfg, lambda: adapter_decided(cfg, outcome))
     if json_output:
         print_json(outcome.cli_dict() | {"event": event})
@@ -66,7 +44,7 @@ def retrain(
     verdict = "skipped" if outcome.skipped else ("[green]promoted[/]" if outcome.promoted else "[yellow]rejected[/]")
     console.print(f"{outcome.version or '-'}: {verdict} — {outcome.reason}")
     if not outcome.skipped:
-        console.print(f"event: {event}" if event else "event: none (Prefect server not reachable)")
+        _print_event(event)
     if outcome.challenger:
         table = Table("check", "challenger", f"champion ({outcome.champion_version or 'base'})")
         for check, rate in outcome.challenger.items():
@@ -97,13 +75,10 @@ def list_adapters(json_output: bool = JSON_OPTION) -> None:
 @adapters_app.command("show")
 def show_adapter(version: str, json_output: bool = JSON_OPTION) -> None:
     """The full manifest of one version (file hashes, base model, data fingerprint, params, scores)."""
-    from hybridops.tasks.behaviour.adapters import AdapterError, champion_version, show
+    from hybridops.tasks.behaviour.adapters import champion_version, show
 
     cfg = settings()
-    try:
-        manifest = show(cfg, version)
-    except AdapterError as exc:
-        fail(str(exc))
+    manifest = show(cfg, version)
     data = manifest.model_dump(mode="json") | {"champion": champion_version(cfg) == version}
     if json_output:
         print_json(data)
@@ -114,31 +89,37 @@ def show_adapter(version: str, json_output: bool = JSON_OPTION) -> None:
 @adapters_app.command("promote")
 def promote_adapter(version: str, json_output: bool = JSON_OPTION) -> None:
     """Make VERSION the champion (its files must verify); the previous champion stays in the history."""
-    from hybridops.tasks.behaviour.adapters import AdapterError, promote
+    from hybridops.tasks.behaviour.champion import promote_champion
 
-    try:
-        pointer = promote(settings(), version, reason="manual promotion")
-    except AdapterError as exc:
-        fail(str(exc))
-    _print_pointer(pointer, json_output)
+    cfg = settings()
+    pointer, outcome = promote_champion(cfg, version, reason="manual promotion")
+    event = from_the_cli(cfg, lambda: adapter_decided(cfg, outcome))
+    _print_pointer(pointer, event, json_output)
 
 
 @adapters_app.command("rollback")
-def rollback_adapter(json_output: bool = JSON_OPTION) -> None:
+def rollback_adapter(
+    reason: str = typer.Option("manual rollback", "--reason", help="Why (kept in the pointer history)."),
+    json_output: bool = JSON_OPTION,
+) -> None:
     """Restore the previous champion (possibly the bare base model)."""
-    from hybridops.tasks.behaviour.adapters import AdapterError, rollback
+    from hybridops.tasks.behaviour.champion import rollback_champion
 
-    try:
-        pointer = rollback(settings())
-    except AdapterError as exc:
-        fail(str(exc))
-    _print_pointer(pointer, json_output)
+    cfg = settings()
+    pointer = rollback_champion(cfg, reason=reason)
+    event = from_the_cli(cfg, lambda: adapter_rolled_back(cfg, pointer.version, pointer.current.reason))
+    _print_pointer(pointer, event, json_output)
 
 
-def _print_pointer(pointer, json_output: bool) -> None:
+def _print_event(event: str | None) -> None:
+    console.print(f"event: {event}" if event else "event: none (Prefect server not reachable)")
+
+
+def _print_pointer(pointer, event: str | None, json_output: bool) -> None:
     data = {"champion": pointer.version, "reason": pointer.current.reason,
-            "history": [entry.version for entry in pointer.history]}
+            "history": [entry.version for entry in pointer.history], "event": event}
     if json_output:
         print_json(data)
     else:
         console.print(f"champion: {pointer.version or 'base model (no adapter)'} ({pointer.current.reason})")
+        _print_event(event)

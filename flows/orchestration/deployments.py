@@ -13,7 +13,7 @@ Deployment names carry the namespace (`<namespace>-refresh-index`), so several h
 share one Prefect server; events match on this namespace's resource ids (`hybridops.<namespace>.landing`).
 
 Bursts of landings: the watcher coalesces each poll into one event, and the trigger fires on every event
-(no throttle window, so nothing is dropped); overlapping refreshes queue on the strict concurrency limit,
+(no throttle window, so nothing is dropped); overlapping refreshes queue on the namespace's index lock,
 each picking up everything landed before it starts; a refresh that sees the landing zone move while it
 ran announces a follow-up. So a burst never starts a run per file and never loses its last change.
 """
@@ -44,7 +44,6 @@ class DeploymentSpec:
     resource: str | None = None
     trigger_parameters: dict[str, Any] = field(default_factory=dict)
     parameters: dict[str, Any] = field(default_factory=dict)
-    limit_name: str | None = None
 
     def name(self, settings: Settings) -> str:
         return f"{settings.namespace}-{self.key}"
@@ -52,9 +51,6 @@ class DeploymentSpec:
     def full_name(self, settings: Settings) -> str:
         """`flow/deployment`, as `prefect deployment run` and `run_deployment` take it."""
         return f"{self.flow().name}/{self.name(settings)}"
-
-    def global_limit(self, settings: Settings) -> str | None:
-        return self.limit_name.format(ns=settings.namespace) if self.limit_name else None
 
     def flow(self):
         """The flow object (imported on demand so listing deployments stays cheap)."""
@@ -125,7 +121,7 @@ def deployment_specs(settings: Settings) -> list[DeploymentSpec]:
             key="watch-landing", flow_ref="hybridops.flows.watch_landing:watch_landing", loop=KNOWLEDGE, started_by="schedule",
             description="Polls the landing zone (folder or S3) with a persisted cursor and emits one "
             "hybridops.landing.changed event per poll that saw new, updated or removed documents.",
-            interval_minutes="watch_run_minutes", limit_name="{ns}-watch-landing",
+            interval_minutes="watch_run_minutes",
         ),
         DeploymentSpec(
             key="refresh-index", flow_ref="hybridops.flows.refresh_index:refresh_index", loop=KNOWLEDGE, started_by="event",
@@ -133,7 +129,6 @@ def deployment_specs(settings: Settings) -> list[DeploymentSpec]:
             "GX contract (bad ones quarantined), re-embeds only changed chunks, deletes vanished ones. Started by "
             "hybridops.landing.changed; the interval schedule is a safety net.",
             interval_minutes="refresh_interval_minutes", event="hybridops.landing.changed", resource="landing",
-            limit_name="{ns}-refresh",
         ),
         DeploymentSpec(
             key="evaluate-behaviour", flow_ref="hybridops.flows.evaluate_behaviour:evaluate_behaviour", loop=BEHAVIOUR,
@@ -155,7 +150,6 @@ def deployment_specs(settings: Settings) -> list[DeploymentSpec]:
             key="rebuild-index", flow_ref="hybridops.flows.rebuild_index:rebuild_index", loop=KNOWLEDGE, started_by="manual",
             description="Full rebuild into a new index generation; the alias flips only if the golden-set "
             "retrieval eval passes (the previous generation is kept for rollback).",
-            limit_name="{ns}-refresh",
         ),
         DeploymentSpec(
             key="rollback-adapter", flow_ref="hybridops.flows.rollback_adapter:rollback_adapter", loop=BEHAVIOUR,

@@ -1,8 +1,7 @@
 """Serving the deployments from one long-running process (`hybridops serve`), tuned for event latency.
 
-`serve` exports the settings to the environment (flow runs rebuild them from it), makes sure the strict
-concurrency limits exist, optionally enables warm start (flows/orchestration/warm_start.py), registers every deployment
-with a runner polling every `runner_poll_seconds`, queues a watch-landing run, and runs until SIGTERM.
+`serve` exports the settings to the environment (flow runs rebuild them from it), optionally enables warm
+start (flows/orchestration/warm_start.py), registers every deployment with a runner polling every `runner_poll_seconds`, queues a watch-landing run, and runs until SIGTERM.
 `pause_on_shutdown=False`: stopping `serve` never pauses schedules or triggers.
 """
 
@@ -34,12 +33,9 @@ def serve(settings: Settings, limit: int = 8, on_ready=lambda names: None) -> No
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from hybridops.flows.orchestration.deployments import deployment_specs, start_watcher
-    from hybridops.flows.orchestration.limits import ensure_global_limit
 
     with temporary_settings(updates={PREFECT_API_URL: settings.prefect_api_url}):
         specs = deployment_specs(settings)
-        for name in {spec.global_limit(settings) for spec in specs} - {None}:
-            ensure_global_limit(name)
         if settings.warm_start:
             from hybridops.flows.orchestration import warm_start
 

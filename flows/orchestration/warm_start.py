@@ -51,7 +51,7 @@ def warm_up(settings: Settings) -> None:
         import tqdm
 
         tqdm.tqdm.monitor_interval = 0  # no tqdm monitor thread in a process that forks
-        from hybridops.tasks.core.contracts import make_candidate, validate_documents
+        from hybridops.tasks.knowledge.document_contract import make_candidate, validate_documents
         from hybridops.tasks.knowledge.embeddings import load_embedder
 
         load_embedder(settings.model_copy(update={"torch_threads": 1})).embed(["warm up"])

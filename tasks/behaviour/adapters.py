@@ -1,31 +1,27 @@
-"""Adapter registry in the artifact store: verified versions, a champion pointer with history, safe loading.
+"""Adapter registry in the artifact store: verified versions and a champion pointer with history.
 
 Layout: adapters/<version>/{adapter_model.safetensors, adapter_config.json, manifest.json} and
 adapters/CHAMPION.json. The manifest is written last, so a version without one is an unfinished upload that
-`list_versions` ignores and the next `register` cleans up.
+`list_versions` ignores and the next `register` cleans up. Turning a verified version into a model is
+adapter_loading.py's job (it needs torch/peft; the registry itself does not).
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
-import logging
 import secrets
 import tempfile
-import threading
-from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hybridops.tasks.core.object_store import ObjectStore, artifact_store
-from hybridops.tasks.core.settings import Settings
+from hybridops.tasks.behaviour.llm import prepare_base_model
 from hybridops.tasks.behaviour.training import ADAPTER_FILES, TrainConfig, TrainResult
 from hybridops.tasks.core.errors import HybridopsError, IntegrityError
-
-log = logging.getLogger(__name__)
+from hybridops.tasks.core.object_store import ObjectStore, artifact_store
+from hybridops.tasks.core.settings import Settings
 
 PREFIX = "adapters/"
 CHAMPION_KEY = "adapters/CHAMPION.json"
@@ -119,8 +115,6 @@ _BASE_HASHES: dict[tuple[str, int, int], str] = {}
 
 def base_model_ref(settings: Settings) -> BaseModelRef:
     """Identity of the base model: its configured id and the sha256 of its weight files (cached per file)."""
-    from hybridops.tasks.behaviour.llm import prepare_base_model
-
     folder = Path(prepare_base_model(settings))
     digest = hashlib.sha256()
     for path in sorted(folder.glob("*.safetensors")):
@@ -134,7 +128,8 @@ def base_model_ref(settings: Settings) -> BaseModelRef:
 
 # Registry -------------------------------------------------------------------------------------------------
 
-def _version_key(version: str, name: str) -> str:
+def version_key(version: str, name: str) -> str:
+    """The store key of one file of a version (the version id is checked: no path tricks)."""
     if not version or "/" in version or version.startswith("."):
         raise AdapterError(f"invalid adapter version {version!r}")
     return f"{PREFIX}{version}/{name}"
@@ -172,7 +167,7 @@ def register(
     files: dict[str, FileDigest] = {}
     for name in ADAPTER_FILES:
         data = (adapter_dir / name).read_bytes()
-        store.put(_version_key(version, name), data)
+        store.put(version_key(version, name), data)
         files[name] = FileDigest(sha256=sha256_bytes(data), size=len(data))
     manifest = AdapterManifest(
         version=version, created_at=datetime.now(UTC), files=files, base_model=base,
@@ -189,7 +184,7 @@ def register(
 
 
 def _put_manifest(store: ObjectStore, manifest: AdapterManifest) -> None:
-    store.put(_version_key(manifest.version, MANIFEST), manifest.model_dump_json(indent=2).encode())
+    store.put(version_key(manifest.version, MANIFEST), manifest.model_dump_json(indent=2).encode())
 
 
 def clean_unfinished(store: ObjectStore, older_than: timedelta = timedelta(hours=1)) -> list[str]:
@@ -217,7 +212,7 @@ def clean_unfinished(store: ObjectStore, older_than: timedelta = timedelta(hours
 def show(settings: Settings, version: str, store: ObjectStore | None = None) -> AdapterManifest:
     store = store or artifact_store(settings)
     try:
-        raw = store.get(_version_key(version, MANIFEST))
+        raw = store.get(version_key(version, MANIFEST))
     except KeyError:
         raise AdapterError(f"no adapter version {version!r} in {store.uri}") from None
     return AdapterManifest.model_validate_json(raw)
@@ -296,7 +291,7 @@ def rollback(settings: Settings, reason: str = "manual rollback", store: ObjectS
     return new
 
 
-# Verified loading ----------------------------------------------------------------------------------------
+# Verification -------------------------------------------------------------------------------------------
 
 def fetch_verified(store: ObjectStore, manifest: AdapterManifest, dest: Path) -> Path:
     """Download a version into `dest` and check every file against the manifest; refuse pickles and extras."""
@@ -314,7 +309,7 @@ def fetch_verified(store: ObjectStore, manifest: AdapterManifest, dest: Path) ->
     dest.mkdir(parents=True, exist_ok=True)
     for name, expected in sorted(manifest.files.items()):
         try:
-            data = store.get(_version_key(version, name))
+            data = store.get(version_key(version, name))
         except KeyError:
             raise AdapterIntegrityError(f"adapter {version}: {name} is missing from the store") from None
         actual = sha256_bytes(data)
@@ -334,73 +329,6 @@ def verify(settings: Settings, version: str, store: ObjectStore | None = None) -
     with tempfile.TemporaryDirectory(prefix="hybridops-adapter-") as tmp:
         fetch_verified(store, manifest, Path(tmp))
     return manifest
-
-
-_LOCK = threading.Lock()
-_MODELS: OrderedDict[tuple[str, str], tuple[tuple, Any, Any]] = OrderedDict()
-_MAX_MODELS = 2  # champion + challenger; each merged copy of the base model costs ~0.5 GB
-
-
-def load_adapter_model(settings: Settings, version: str):
-    """(model, tokenizer) of the base model with `version` merged in; verified, then cached per process."""
-    from hybridops.tasks.behaviour.llm import load_base_model
-
-    store = artifact_store(settings)
-    # The stored objects' version tokens are part of the cache entry: a file changed after loading is re-verified.
-    listing = tuple(sorted((info.key, info.version) for info in store.list(_version_key(version, ""))))
-    key = (store.uri, version)
-    with _LOCK:
-        cached = _MODELS.get(key)
-        if cached and cached[0] == listing:
-            _MODELS.move_to_end(key)
-            return cached[1], cached[2]
-        _MODELS.pop(key, None)
-        manifest = show(settings, version, store)
-        current = base_model_ref(settings)
-        if manifest.base_model.sha256 != current.sha256:
-            raise AdapterIntegrityError(
-                f"adapter {version} was trained on base {manifest.base_model.id} "
-                f"({manifest.base_model.sha256[:12]}…), but the base model is {current.id} ({current.sha256[:12]}…)"
-            )
-        base, tokenizer = load_base_model(settings)
-        with tempfile.TemporaryDirectory(prefix="hybridops-adapter-") as tmp:
-            folder = fetch_verified(store, manifest, Path(tmp))
-            model = _merge(copy.deepcopy(base), folder)
-        _MODELS[key] = (listing, model, tokenizer)
-        while len(_MODELS) > _MAX_MODELS:
-            _MODELS.popitem(last=False)
-        return model, tokenizer
-
-
-def _merge(base, folder: Path):
-    from peft import PeftModel
-
-    peft_model = PeftModel.from_pretrained(base, str(folder), is_trainable=False)
-    merged = peft_model.merge_and_unload()
-    merged.eval()
-    return merged
-
-
-def load_champion_model(settings: Settings):
-    """(model, tokenizer, version) for answering: the champion adapter, or the base model when there is none.
-
-    A champion that fails verification is refused; the base model is used instead only when
-    settings.allow_base_fallback is set (version is then None)."""
-    from hybridops.tasks.behaviour.llm import load_base_model
-
-    version = champion_version(settings)
-    if version is None:
-        model, tokenizer = load_base_model(settings)
-        return model, tokenizer, None
-    try:
-        model, tokenizer = load_adapter_model(settings, version)
-    except AdapterIntegrityError as exc:
-        if not settings.allow_base_fallback:
-            raise
-        log.warning("champion adapter refused, answering with the base model: %s", exc)
-        model, tokenizer = load_base_model(settings)
-        return model, tokenizer, None
-    return model, tokenizer, version
 
 
 def manifest_summary(manifest: AdapterManifest, champion: str | None) -> dict[str, Any]:

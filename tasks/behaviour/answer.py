@@ -6,17 +6,17 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from hybridops.tasks.behaviour.prompting import ParsedReply, build_messages, parse_reply
+from hybridops.tasks.behaviour.adapter_loading import load_champion_model
+from hybridops.tasks.behaviour.interactions import InteractionRejected, log_interaction, new_interaction
+from hybridops.tasks.behaviour.llm import generate_chat
+from hybridops.tasks.behaviour.prompting import ParsedReply, Passage, build_messages, parse_reply
 from hybridops.tasks.core.settings import Settings
+from hybridops.tasks.knowledge.search import search
 
-if TYPE_CHECKING:
-    from hybridops.tasks.behaviour.prompting import Passage
-
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 MAX_QUESTION_CHARS = 4000  # the interaction contract's limit, checked before any generation
 
 
@@ -51,8 +51,6 @@ class LoadedModel:
 
 def respond(model, tokenizer, question: str, passages: Sequence[Passage], settings: Settings) -> Generated:
     """Prompt the model with the question + numbered passages and parse its reply (never raises on bad output)."""
-    from hybridops.tasks.behaviour.llm import generate_chat
-
     messages = build_messages(question, passages)
     clock = time.perf_counter()
     raw = generate_chat(model, tokenizer, messages, max_new_tokens=settings.max_new_tokens)
@@ -61,8 +59,6 @@ def respond(model, tokenizer, question: str, passages: Sequence[Passage], settin
 
 def load_answering_model(settings: Settings) -> LoadedModel:
     """The champion adapter on the base model (the registry verifies it and decides about base fallback)."""
-    from hybridops.tasks.behaviour.adapters import load_champion_model
-
     model, tokenizer, version = load_champion_model(settings)
     return LoadedModel(model=model, tokenizer=tokenizer, adapter=version)
 
@@ -84,8 +80,6 @@ def ask(
     loaded = loaded or load_answering_model(settings)
     clock = time.perf_counter()
     if retrieve is None:
-        from hybridops.tasks.knowledge.search import search
-
         passages = search(settings, question, k=settings.search_k, mode="hybrid")
     else:
         passages = retrieve(question)
@@ -94,8 +88,6 @@ def ask(
     retrieved = list(dict.fromkeys(p.doc_id for p in passages))
     interaction_id = None
     if log:
-        from hybridops.tasks.behaviour.interactions import InteractionRejected, log_interaction, new_interaction
-
         interaction = new_interaction(
             question=question,
             reply=generated.reply,
@@ -108,7 +100,7 @@ def ask(
             log_interaction(settings, interaction)
             interaction_id = interaction.id
         except InteractionRejected as exc:  # quarantined with its reasons; the answer itself still stands
-            log.warning("%s", exc)
+            logger.warning("%s", exc)
     return Answer(
         answer=generated.reply.answer,
         sources=generated.reply.sources,

@@ -4,30 +4,20 @@ A check drifts when (a) both samples have at least `drift_min_n` cases and a one
 says the current pass rate is lower than the baseline's at level `drift_alpha`, or (b) at least
 `drift_min_n` cases were checked and the pass rate is under `pass_rate_floor`. Cases attributed to a
 knowledge gap or retrieval noise are left out of the current counts: only behaviour counts toward drift.
-Baselines and every eval run are kept under `history/behaviour/` in the artifact store: whoever promotes a
-champion calls `record_baseline(settings, report)` with the champion's eval report.
+Only the statistics live here; baselines and eval runs are stored by eval_history.py.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from typing import Literal
 
 from pydantic import BaseModel
 
-from hybridops.tasks.behaviour.suite import CaseResult, CheckStats, EvalReport, check_stats, wilson_interval
-from hybridops.tasks.behaviour.gap_attribution import NOT_BEHAVIOUR, GapAttribution, gap_counts
-from hybridops.tasks.core.object_store import ObjectStore, artifact_store
+from hybridops.tasks.behaviour.gap_attribution import NOT_BEHAVIOUR, GapAttribution
+from hybridops.tasks.behaviour.suite import CaseResult, CheckStats, EvalReport, check_stats
 from hybridops.tasks.core.settings import Settings
-
-log = logging.getLogger(__name__)
-
-HISTORY_PREFIX = "history/behaviour/runs/"
-BASELINE_PREFIX = "history/behaviour/baselines/"
-BASE_MODEL_KEY = "_base"
 
 
 class Baseline(BaseModel):
@@ -84,8 +74,6 @@ class DriftReport(BaseModel):
 
 def one_sided_drop_test(passed_base: int, n_base: int, passed_cur: int, n_cur: int) -> tuple[float, float]:
     """Pooled two-proportion z-test of H1: p_current < p_baseline; returns (z, p-value)."""
-    from scipy.stats import norm
-
     if n_base <= 0 or n_cur <= 0:
         raise ValueError("both samples need at least one case")
     pooled = (passed_base + passed_cur) / (n_base + n_cur)
@@ -94,7 +82,7 @@ def one_sided_drop_test(passed_base: int, n_base: int, passed_cur: int, n_cur: i
     if se == 0:  # all pass or all fail in both samples: no evidence of any difference
         return 0.0, 1.0 if diff >= 0 else 0.0
     z = diff / se
-    return z, float(norm.cdf(z))
+    return z, 0.5 * math.erfc(-z / math.sqrt(2))  # the standard normal CDF at z
 
 
 def cohens_h(p_base: float, p_cur: float) -> float:
@@ -145,132 +133,11 @@ def detect_drift(
     )
 
 
-# --- baselines (recorded at promotion) -------------------------------------------------------------------
-
-
-def _baseline_key(version: str | None) -> str:
-    return f"{BASELINE_PREFIX}{version or BASE_MODEL_KEY}.json"
-
-
-def record_baseline(settings: Settings, report: EvalReport, store: ObjectStore | None = None) -> Baseline:
-    """Keep a champion's per-check counts as its drift baseline (call at promotion with its eval report)."""
-    store = store or artifact_store(settings)
-    baseline = Baseline(
-        adapter_version=report.adapter_version,
-        recorded_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        suite=report.suite,
-        checks=report.checks,
-    )
-    store.put(_baseline_key(report.adapter_version), baseline.model_dump_json(indent=2).encode())
-    return baseline
-
-
-def load_baseline(settings: Settings, version: str | None, store: ObjectStore | None = None) -> Baseline | None:
-    """The baseline recorded for `version`; else one rebuilt from the registry's promotion scores (pass rates
-    x the manifest's eval n, so per-check counts are approximate); None when neither exists."""
-    store = store or artifact_store(settings)
-    try:
-        return Baseline.model_validate_json(store.get(_baseline_key(version)))
-    except KeyError:
-        pass
-    if version is None:
-        return None
-    from hybridops.tasks.behaviour.adapters import AdapterError, champion, show
-
-    pointer = champion(settings, store)
-    entries = [pointer.current, *pointer.history] if pointer else []
-    scores = next((e.scores for e in entries if e.version == version and e.scores), None)
-    try:
-        n = show(settings, version, store).eval_n
-    except (AdapterError, KeyError):
-        n = None
-    if not scores or not n:
-        return None
-    checks = {}
-    for name, rate in scores.items():
-        passed = round(rate * n)
-        low, high = wilson_interval(passed, n)
-        checks[name] = CheckStats(passed=passed, n=n, pass_rate=passed / n, ci_low=low, ci_high=high)
-    return Baseline(adapter_version=version, recorded_at="registry", suite="registry", checks=checks)
-
-
 def assess(settings: Settings, report: EvalReport, gaps: Sequence[GapAttribution]) -> DriftReport:
     """Drift of the evaluated model vs its own baseline, counting only behaviour (not knowledge) failures."""
+    # eval_history imports this module (an EvalRecord holds a DriftReport): imported here to break the cycle
+    from hybridops.tasks.behaviour.eval_history import load_baseline
+
     counts, excluded = drift_counts(report, gaps)
     baseline = load_baseline(settings, report.adapter_version)
     return detect_drift(settings, counts, baseline, report.adapter_version, report.n - excluded, excluded)
-
-
-# --- history of eval runs ------------------------------------------------------------------------------
-
-
-class CaseSummary(BaseModel):
-    case_id: str
-    origin: str
-    question: str
-    passed: bool
-    failed_checks: list[str]
-    gap: str | None
-    gap_detail: str
-    format_ok: bool
-    answer: str | None
-    sources: list[str]
-    retrieved: list[str]
-    gold_docs: list[str]
-
-
-class EvalRecord(BaseModel):
-    """One eval run as kept in the history store (and printed by `hybridops eval --json`)."""
-
-    run_id: str
-    recorded_at: str
-    suite: str
-    adapter: str | None
-    n: int
-    seconds: float
-    cases_per_min: float
-    checks: dict[str, CheckStats]
-    gaps: dict[str, int]
-    drift: DriftReport
-    cases: list[CaseSummary]
-
-
-def summarize(report: EvalReport, gaps: Sequence[GapAttribution], drift: DriftReport) -> EvalRecord:
-    by_case = {gap.case_id: gap for gap in gaps}
-    now = datetime.now(timezone.utc)
-    cases = []
-    for case in report.cases:
-        gap = by_case.get(case.case_id)
-        cases.append(CaseSummary(
-            case_id=case.case_id, origin=case.origin, question=case.question, passed=case.passed,
-            failed_checks=case.failed_checks, gap=gap.kind if gap else None, gap_detail=gap.detail if gap else "",
-            format_ok=case.format_ok, answer=case.answer, sources=case.sources, retrieved=case.retrieved,
-            gold_docs=case.gold_docs,
-        ))
-    return EvalRecord(
-        run_id=f"{now:%Y%m%dT%H%M%S%fZ}", recorded_at=now.isoformat(timespec="seconds"), suite=report.suite,
-        adapter=report.adapter_version, n=report.n, seconds=round(report.seconds, 2),
-        cases_per_min=round(report.cases_per_min, 2), checks=report.checks, gaps=gap_counts(gaps), drift=drift,
-        cases=cases,
-    )
-
-
-def record_history(settings: Settings, record: EvalRecord, store: ObjectStore | None = None) -> str:
-    store = store or artifact_store(settings)
-    key = f"{HISTORY_PREFIX}{record.run_id}.json"
-    store.put(key, record.model_dump_json(indent=2).encode())
-    return key
-
-
-def load_history(settings: Settings, limit: int = 20, store: ObjectStore | None = None) -> list[EvalRecord]:
-    """The latest `limit` eval runs, oldest first (run ids sort by time)."""
-    store = store or artifact_store(settings)
-    keys = sorted(info.key for info in store.list(HISTORY_PREFIX) if info.key.endswith(".json"))[-limit:]
-    records = []
-    for key in keys:
-        try:
-            records.append(EvalRecord.model_validate_json(store.get(key)))
-        except (KeyError, ValueError) as exc:  # vanished, or a foreign object: not history, but say so
-            log.warning("skipping history object %s: %s", key, exc)
-            continue
-    return records

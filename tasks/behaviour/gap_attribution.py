@@ -13,21 +13,20 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import BaseModel
 
 from hybridops.tasks.behaviour.checks import content_words
+from hybridops.tasks.behaviour.prompting import Passage
 from hybridops.tasks.behaviour.suite import Case, CaseResult, EvalReport, Suite, evaluate_case
 from hybridops.tasks.core.settings import Settings
-
-if TYPE_CHECKING:
-    from hybridops.tasks.behaviour.prompting import Passage
+from hybridops.tasks.knowledge.search import chunks_for_docs
 
 GapKind = Literal["knowledge", "behaviour", "retrieval_noise"]
 GAP_KINDS: tuple[GapKind, ...] = ("knowledge", "behaviour", "retrieval_noise")
 NOT_BEHAVIOUR: frozenset[str] = frozenset({"knowledge", "retrieval_noise"})
-OracleFetch = Callable[[Sequence[str]], "Sequence[Passage]"]
+OracleFetch = Callable[[Sequence[str]], Sequence[Passage]]
 
 
 class GapAttribution(BaseModel):
@@ -86,8 +85,6 @@ def attribute_gaps(
 ) -> list[GapAttribution]:
     """Attribute every failing case; re-asks the model with oracle context where retrieval found the gold docs."""
     if oracle_fetch is None:
-        from hybridops.tasks.knowledge.search import chunks_for_docs
-
         def oracle_fetch(doc_ids: Sequence[str]) -> Sequence[Passage]:
             return chunks_for_docs(settings, list(doc_ids))
 

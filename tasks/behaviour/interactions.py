@@ -16,15 +16,18 @@ import uuid
 from collections.abc import Iterable
 from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from hybridops.tasks.core.object_store import ObjectStore, artifact_store
 from hybridops.tasks.behaviour.prompting import ParsedReply
-from hybridops.tasks.core.settings import Settings, PROJECT_ROOT
+from hybridops.tasks.core.contracts import load_suite, validate_frame, warm_up
 from hybridops.tasks.core.errors import BadInputError
+from hybridops.tasks.core.object_store import ObjectStore, artifact_store
+from hybridops.tasks.core.quarantine import quarantine
+from hybridops.tasks.core.settings import PROJECT_ROOT, Settings
+
+# pandas (~0.5 s) is imported where a contract batch is validated, so answering without logging never pays it
 
 log = logging.getLogger(__name__)
 CONTRACT_PATH = PROJECT_ROOT / "data_contracts" / "interactions.yaml"
@@ -106,6 +109,13 @@ class InteractionRejected(BadInputError):
         self.key = key
 
 
+class UnknownInteractionError(BadInputError, KeyError):
+    """No interaction with that id was logged (a KeyError for callers that look ids up)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
 def new_id(now: datetime | None = None) -> str:
     """Time-sortable id whose first 8 digits are the UTC date (so the record's key follows from the id)."""
     now = now or datetime.now(timezone.utc)
@@ -142,8 +152,6 @@ def contract_violations(records: list[Interaction]) -> dict[str, list[str]]:
     """Run the GX interactions contract on a batch; id -> reasons for every record that fails."""
     import pandas as pd
 
-    from hybridops.tasks.core.contracts import validate_frame
-
     rows = []
     for row, record in enumerate(records):
         data = record.model_dump(mode="json")
@@ -159,8 +167,6 @@ def log_interaction(settings: Settings, interaction: Interaction, store: ObjectS
     body = interaction.model_dump_json(indent=2).encode()
     reasons = contract_violations([interaction]).get(interaction.id)
     if reasons:
-        from hybridops.tasks.core.quarantine import quarantine
-
         held = quarantine(store, "interactions", f"{interaction.id}.json", body, reasons, interaction.created_at)
         raise InteractionRejected(interaction.id, reasons, held.copy_key)
     store.put(interaction.key, body)
@@ -172,7 +178,7 @@ def get_interaction(settings: Settings, interaction_id: str, store: ObjectStore 
     try:
         return Interaction.model_validate_json(store.get(interaction_key(interaction_id)))
     except KeyError:
-        raise KeyError(f"no interaction {interaction_id!r} in {store.uri}") from None
+        raise UnknownInteractionError(f"no interaction {interaction_id!r} in {store.uri}") from None
 
 
 def record_feedback(
@@ -205,7 +211,7 @@ def record_feedback(
     )
     logged = LoggedInteraction(interaction=item, feedback=feedback)
     if feedback.plain_correction and not logged.cited:
-        raise ValueError(f"interaction {interaction_id} cited no document, so the correction has nothing to cite: "
+        raise BadInputError(f"interaction {interaction_id} cited no document, so the correction has nothing to cite: "
                          f"name the supporting passage(s) with --source DOC_ID (retrieved: {item.retrieved})")
     store.put(key, feedback.model_dump_json(indent=2).encode())
     return logged
@@ -275,8 +281,6 @@ def _load(store: ObjectStore, keys: Iterable[str]) -> list[Interaction]:
 
 def warm_contract() -> threading.Thread:
     """Build the GX contract in the background (GX takes seconds to import) while the caller loads a model."""
-    from hybridops.tasks.core.contracts import warm_up
-
     thread = threading.Thread(target=lambda: (warm_up(), _contract()), name="gx-warm", daemon=True)
     thread.start()
     return thread
@@ -284,6 +288,4 @@ def warm_contract() -> threading.Thread:
 
 @lru_cache(maxsize=1)
 def _contract():
-    from hybridops.tasks.core.contracts import load_suite
-
     return load_suite(CONTRACT_PATH)

@@ -23,6 +23,9 @@ try:
 except ImportError:  # Windows: no advisory locks; single-process use only
     fcntl = None  # type: ignore[assignment]
 
+# torch, transformers and huggingface_hub (seconds to import) are imported where a model is converted,
+# loaded or run, so `prepare`/registry code paths that only need paths and hashes stay fast
+
 log = logging.getLogger(__name__)
 
 PACKAGED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from hybridops.tasks.behaviour.drift import EvalRecord
+from hybridops.tasks.behaviour.eval_history import EvalRecord
 
 SPARKS = "▁▂▃▄▅▆▇█"
 

@@ -1,30 +1,37 @@
 """The retrain story as plain steps: data -> (skip?) -> train -> register -> evaluate both -> decide -> apply.
 
-`retrain()` composes the steps once; the CLI calls it directly, the Prefect flow passes a `step` runner that
-wraps each step in a Prefect task and a reporter that writes progress artifacts.
+`retrain()` composes the steps once, under the namespace's `adapters` lock (so a CLI run and a flow run never
+move the champion pointer at the same time); the CLI calls it directly, the Prefect flow passes a `step`
+runner that wraps each step in a Prefect task and a reporter that writes progress artifacts.
 """
 
 from __future__ import annotations
 
-import logging
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any
 
 from pydantic import BaseModel
 
-from hybridops.tasks.behaviour.adapters import AdapterManifest
+from hybridops.tasks.behaviour.adapter_loading import load_version_model
+from hybridops.tasks.behaviour.adapters import (
+    AdapterManifest,
+    base_model_ref,
+    champion_version,
+    list_versions,
+    promote,
+    record_evaluation,
+    register,
+    verify,
+)
+from hybridops.tasks.behaviour.eval_history import record_baseline
 from hybridops.tasks.behaviour.promotion import PromotionDecision, decide
+from hybridops.tasks.behaviour.suite import EvalReport, Suite, load_suite, make_retriever, run_suite, suite_path
+from hybridops.tasks.behaviour.training import TrainConfig, TrainProgress, train
+from hybridops.tasks.behaviour.training_data import TrainingData, build_training_data
+from hybridops.tasks.core.locks import namespace_lock
 from hybridops.tasks.core.settings import Settings
-from hybridops.tasks.behaviour.training import TrainConfig, TrainProgress
-
-if TYPE_CHECKING:
-    from hybridops.tasks.behaviour.suite import EvalReport, Suite
-    from hybridops.tasks.behaviour.training_data import TrainingData
-
-log = logging.getLogger(__name__)
-T = TypeVar("T")
+from hybridops.tasks.core.story import QuietReporter, Reporter, Step, direct
 
 
 class RetrainRequest(BaseModel):
@@ -70,46 +77,15 @@ class RetrainOutcome(BaseModel):
         }
 
 
-class Reporter(Protocol):
-    """Where progress goes: rich in the CLI, Prefect artifacts in the flow."""
-
-    def stage(self, message: str) -> None: ...
-    def train_step(self, progress: TrainProgress) -> None: ...
-    def eval_case(self, label: str, done: int, total: int) -> None: ...
-
-
-class QuietReporter:
-    def stage(self, message: str) -> None:
-        log.info(message)
-
-    def train_step(self, progress: TrainProgress) -> None:
-        pass
-
-    def eval_case(self, label: str, done: int, total: int) -> None:
-        pass
-
-
-Step = Callable[..., Any]
-
-
-def direct(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """The default step runner: just call the function."""
-    return fn(*args, **kwargs)
-
-
 # Steps -----------------------------------------------------------------------------------------------------
 
 def build_data(settings: Settings, include_interactions: bool) -> TrainingData:
     """Training examples from the landing zone's _training/ area and human feedback, contract-checked."""
-    from hybridops.tasks.behaviour.training_data import build_training_data
-
     return build_training_data(settings, include_interactions=include_interactions)
 
 
 def skip_reason(settings: Settings, data: TrainingData, drifted: list[str], force: bool) -> str | None:
     """Why retraining would be pointless now (None = go): no examples, or no drift and no new data."""
-    from hybridops.tasks.behaviour.adapters import list_versions
-
     if len(data.train) == 0:
         return "no valid training examples"
     if force or drifted:
@@ -124,11 +100,12 @@ def train_challenger(
     settings: Settings, data: TrainingData, cfg: TrainConfig, reporter: Reporter
 ) -> AdapterManifest:
     """Train a LoRA challenger on the data and register it (not promoted)."""
-    from hybridops.tasks.behaviour.adapters import base_model_ref, champion_version, register
-    from hybridops.tasks.behaviour.training import train
+
+    def step_done(p: TrainProgress) -> None:
+        reporter.progress("train", p.step, p.total, f"loss {p.loss:.3f}")
 
     with tempfile.TemporaryDirectory(prefix="hybridops-train-") as tmp:
-        result = train(settings, cfg, data, Path(tmp) / "adapter", progress=reporter.train_step)
+        result = train(settings, cfg, data, Path(tmp) / "adapter", progress=step_done)
         return register(
             settings, result.adapter_dir, base=base_model_ref(settings), dataset_fingerprint=data.fingerprint,
             dataset_counts={"train": len(data.train), "validation": len(data.validation)}, config=cfg,
@@ -138,14 +115,10 @@ def train_challenger(
 
 def evaluate(settings: Settings, suite: Suite, version: str | None, retrieve, reporter: Reporter) -> EvalReport:
     """Run the held-out suite on one adapter version (None = base model) with the shared retrieval."""
-    from hybridops.tasks.behaviour.adapters import load_adapter_model
-    from hybridops.tasks.behaviour.suite import run_suite
-    from hybridops.tasks.behaviour.llm import load_base_model
-
-    model, tokenizer = load_adapter_model(settings, version) if version else load_base_model(settings)
-    label = version or "base model"
+    model, tokenizer = load_version_model(settings, version)
+    label = f"eval {version or 'base model'}"
     return run_suite(settings, suite, model, tokenizer, version, retrieve=retrieve,
-                     progress=lambda done, total, _case: reporter.eval_case(label, done, total))
+                     progress=lambda done, total, _case: reporter.progress(label, done, total))
 
 
 def apply_decision(
@@ -154,9 +127,6 @@ def apply_decision(
     """Record scores, decision and drift baseline of the challenger; promote it when the decision says so.
 
     The baseline is kept even for a rejected challenger, so a later manual promotion has one."""
-    from hybridops.tasks.behaviour.adapters import promote, record_evaluation
-    from hybridops.tasks.behaviour.drift import record_baseline
-
     record_evaluation(settings, manifest.version, challenger.pass_rates(), challenger.n, decision.model_dump())
     record_baseline(settings, challenger)
     if not decision.promote:
@@ -167,8 +137,6 @@ def apply_decision(
 
 def load_held_out_suite(settings: Settings, path: Path | None) -> Suite:
     """The golden suite only (no sampled interactions): challenger and champion face identical cases."""
-    from hybridops.tasks.behaviour.suite import load_suite, suite_path
-
     return load_suite(suite_path(settings, path))
 
 
@@ -177,11 +145,19 @@ def load_held_out_suite(settings: Settings, path: Path | None) -> Suite:
 def retrain(
     settings: Settings, request: RetrainRequest, *, step: Step = direct, reporter: Reporter | None = None
 ) -> RetrainOutcome:
-    """Retrain when warranted and promote the challenger only if it beats the champion on the same suite."""
-    from hybridops.tasks.behaviour.adapters import champion_version, verify
-    from hybridops.tasks.behaviour.suite import make_retriever
+    """Retrain when warranted and promote the challenger only if it beats the champion on the same suite.
 
+    Holds the namespace's `adapters` lock throughout: the champion it compares against cannot move meanwhile."""
     reporter = reporter or QuietReporter()
+
+    def waiting(holder: str) -> None:
+        reporter.stage(f"waiting for the adapters lock, held by {holder}")
+
+    with namespace_lock(settings, "adapters", "retrain", on_wait=waiting):
+        return _retrain(settings, request, step, reporter)
+
+
+def _retrain(settings: Settings, request: RetrainRequest, step: Step, reporter: Reporter) -> RetrainOutcome:
     reporter.stage("building training data")
     data = step(build_data, settings, request.include_interactions)
     dataset = {**data.counts, "fingerprint": data.fingerprint, "origins": data.origins}

@@ -8,20 +8,20 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hybridops.tasks.behaviour.answer import respond
 from hybridops.tasks.behaviour.checks import CHECKS, DEFAULT_BANNED_PHRASES, DEFAULT_MAX_CHARS, CheckInput, run_checks
-from hybridops.tasks.core.settings import Settings, PROJECT_ROOT
+from hybridops.tasks.behaviour.interactions import sample_recent
+from hybridops.tasks.behaviour.prompting import Passage
 from hybridops.tasks.core.errors import BadInputError
+from hybridops.tasks.core.settings import PROJECT_ROOT, Settings
+from hybridops.tasks.knowledge.search import search
 
-if TYPE_CHECKING:
-    from hybridops.tasks.behaviour.prompting import Passage
-
-Retrieve = Callable[[str], "Sequence[Passage]"]
+Retrieve = Callable[[str], Sequence[Passage]]
 Progress = Callable[[int, int, "CaseResult"], None]
 
 ANSWER_CHECKS = ["json_format", "sources_valid", "cites_gold", "grounded", "expected_keywords", "max_length", "banned_phrases"]
@@ -192,8 +192,6 @@ def check_stats(cases: Sequence[CaseResult]) -> dict[str, CheckStats]:
 
 def make_retriever(settings: Settings, k: int | None = None) -> Retrieve:
     """Hybrid search, memoised per question so champion and challenger see the same context."""
-    from hybridops.tasks.knowledge.search import search
-
     @functools.lru_cache(maxsize=1024)
     def retrieve(question: str) -> tuple:
         return tuple(search(settings, question, k=k or settings.search_k, mode="hybrid"))
@@ -281,8 +279,6 @@ def eval_suite(settings: Settings, path: Path | str | None = None, sample: int |
 
 def interaction_cases(settings: Settings, k: int, days: int, seed: str | None = None) -> list[Case]:
     """A deterministic sample of k recent logged questions, as cases checked with the interaction checks."""
-    from hybridops.tasks.behaviour.interactions import sample_recent
-
     return [
         Case(id=f"interaction:{logged.interaction.id}", question=logged.interaction.question, origin="interaction")
         for logged in sample_recent(settings, k=k, days=days, seed=seed)

@@ -11,8 +11,11 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
+from hybridops.tasks.behaviour.llm import load_base_model
 from hybridops.tasks.core.settings import Settings
 
+# torch, numpy, peft and datasets are imported inside the functions that train: the registry and the CLI
+# import this module for TrainConfig and must not pay seconds of torch import for it
 if TYPE_CHECKING:
     import torch
     from datasets import Dataset
@@ -103,8 +106,6 @@ def seed_everything(seed: int) -> None:
 
 def fresh_base_model(settings: Settings):
     """A trainable copy of the base model; the process-cached inference instance is never mutated."""
-    from hybridops.tasks.behaviour.llm import load_base_model
-
     model, _tokenizer = load_base_model(settings, fresh=True)
     return model
 

@@ -15,19 +15,23 @@ import json
 import logging
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from hybridops.tasks.core.object_store import ObjectStore, artifact_store, landing_zone
+from hybridops.tasks.behaviour.interactions import LoggedInteraction, interactions_with_feedback
+from hybridops.tasks.behaviour.llm import load_base_model
 from hybridops.tasks.behaviour.prompting import build_messages, format_reply
-from hybridops.tasks.core.settings import Settings, PROJECT_ROOT
+from hybridops.tasks.core.contracts import load_suite, validate_frame
+from hybridops.tasks.core.object_store import ObjectStore, artifact_store, landing_zone
+from hybridops.tasks.core.quarantine import prune, quarantine
+from hybridops.tasks.core.settings import PROJECT_ROOT, Settings
+from hybridops.tasks.knowledge.search import chunks_for_docs, search
 
 if TYPE_CHECKING:
     from datasets import Dataset
 
-    from hybridops.tasks.behaviour.interactions import LoggedInteraction
+# datasets (pulls in pyarrow, ~1 s) and pandas are imported where a data set or a contract frame is built
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +157,6 @@ def landing_records(settings: Settings, store: ObjectStore | None = None):
 def production_passages(settings: Settings, question: str, include: list[str]) -> list[ContextPassage]:
     """The passages the answer path would show for this question now (hybrid top-k), with every doc in
     `include` that retrieval missed put back (its first chunk, replacing the lowest-ranked hits)."""
-    from hybridops.tasks.knowledge.search import chunks_for_docs, search
-
     hits = search(settings, question, k=settings.search_k, mode="hybrid")
     present = {h.doc_id for h in hits}
     missing = [d for d in dict.fromkeys(include) if d not in present]
@@ -206,8 +208,6 @@ def feedback_example(settings: Settings, logged: LoggedInteraction) -> TrainingE
 
 
 def interaction_examples(settings: Settings) -> list[TrainingExample]:
-    from hybridops.tasks.behaviour.interactions import interactions_with_feedback
-
     return [feedback_example(settings, logged) for logged in interactions_with_feedback(settings)]
 
 
@@ -250,16 +250,12 @@ def contract_row(example: TrainingExample) -> dict[str, Any]:
 
 @lru_cache(maxsize=1)
 def _contract():
-    from hybridops.tasks.core.contracts import load_suite
-
     return load_suite(CONTRACT_PATH)
 
 
 def contract_violations(examples: list[TrainingExample]) -> dict[int, list[str]]:
     """Validate a batch with the GX contract; row index -> 'code: reason' for every failing example."""
     import pandas as pd
-
-    from hybridops.tasks.core.contracts import validate_frame
 
     if not examples:
         return {}
@@ -308,8 +304,6 @@ def fingerprint(rows: list[dict], tokenizer, settings: Settings) -> str:
 
 def load_tokenizer(settings: Settings):
     """The very tokenizer (and chat template) the answer path generates with."""
-    from hybridops.tasks.behaviour.llm import load_base_model
-
     return load_base_model(settings)[1]
 
 
@@ -342,8 +336,6 @@ def validate_examples(
 
 def quarantine_rejected(settings: Settings, rejected: list[RejectedExample], store: ObjectStore | None = None) -> None:
     """Hold every rejected example (raw line + reasons); release earlier holds that now pass or vanished."""
-    from hybridops.tasks.core.quarantine import prune, quarantine
-
     store = store or artifact_store(settings)
     for item in rejected:
         quarantine(store, "training", item.item_id, item.raw, item.reasons, item.source_version)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
+import stat
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +21,18 @@ TEMP_MARK = ".hybridops-tmp-"
 
 @dataclass(frozen=True)
 class ObjectInfo:
-    """A stored object: its key (relative, '/'-separated), size and a token that changes when it changes."""
+    """A stored object: its key (relative, '/'-separated), size and a token that changes when it changes.
+
+    `problem` is a reason code when the object must not be read as data (the folder store never opens it):
+    'symlink_outside_root', 'broken_symlink', 'not_a_regular_file' (FIFO, socket, device) or
+    'invalid_file_name' (not valid UTF-8; the key is then the name with those bytes percent-encoded).
+    `get` of such a key raises DocumentError with that code, so a refresh quarantines it with a reason.
+    """
 
     key: str
     size: int
     version: str
+    problem: str | None = None
 
 
 class ObjectStoreError(ServiceUnavailableError):
@@ -38,12 +49,96 @@ class ObjectStore(Protocol):
     def exists(self, key: str) -> bool: ...
 
 
+# Reason codes of landing-zone entries the folder store lists but never reads.
+SYMLINK_OUTSIDE_ROOT = "symlink_outside_root"
+BROKEN_SYMLINK = "broken_symlink"
+NOT_A_REGULAR_FILE = "not_a_regular_file"
+INVALID_FILE_NAME = "invalid_file_name"
+PERMISSION_DENIED = "permission_denied"
+
+HASH_LIMIT_BYTES = 256 * 1024 * 1024
+"""Files up to this size get a content version (sha256); bigger ones (model weights, never documents) a
+stat version (inode, size, mtime, ctime), which still changes on every write."""
+
+_HASHES: dict[str, tuple[tuple[int, int, int, int, int], str]] = {}
+"""In-process cache: path -> (stat key, sha256). ctime moves on every content write even when mtime is put
+back (cp -p, rsync -a), so an unchanged (dev, inode, size, mtime_ns, ctime_ns) means unchanged bytes."""
+_HASHES_LOCK = threading.Lock()
+
+
+def _stat_key(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def encode_name(name: str) -> str:
+    """A key segment for a file name as os.fsdecode gives it: when the name is not valid UTF-8, its
+    undecodable bytes (surrogate escapes) and '%' become %XX; valid names are kept as they are."""
+    if not has_surrogates(name):
+        return name
+    return "".join(
+        "%25" if ch == "%" else "".join(f"%{b:02X}" for b in os.fsencode(ch)) if has_surrogates(ch) else ch
+        for ch in name
+    )
+
+
+def decode_name(segment: str) -> str:
+    """The os-level name (surrogate escapes for undecodable bytes) of an encode_name'd segment."""
+    from urllib.parse import unquote_to_bytes
+
+    return os.fsdecode(unquote_to_bytes(segment))
+
+
+def has_surrogates(text: str) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
+
+
+def read_regular_file(path: str | os.PathLike, follow_symlinks: bool = False, what: str = "") -> bytes:
+    """The bytes of a regular file, opened without blocking (a FIFO never stalls us) and checked after
+    opening (no race between the check and the read); anything else raises DocumentError."""
+    from hybridops.tasks.knowledge.documents import DocumentError
+
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    if not follow_symlinks:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and not follow_symlinks:
+            raise DocumentError(NOT_A_REGULAR_FILE, f"{what or path} is a symbolic link") from None
+        if exc.errno in (errno.ENXIO, errno.EOPNOTSUPP):  # a socket, or a FIFO/device without a peer
+            raise DocumentError(NOT_A_REGULAR_FILE, f"{what or path} is not a regular file") from None
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise DocumentError(NOT_A_REGULAR_FILE, f"{what or path} is a {_kind(mode)}, not a regular file")
+        os.set_blocking(fd, True)
+        return handle.read()
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO (named pipe)"), (stat.S_ISSOCK, "socket"),
+                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"), (stat.S_ISLNK, "symlink")):
+        if test(mode):
+            return name
+    return "special file"
+
+
 class FolderStore:
-    """Objects are files below a root folder; writes are atomic (temp file + rename)."""
+    """Objects are files below a root folder; writes are atomic (temp file + rename).
+
+    Listing never opens anything but regular files inside the root: it walks with lstat, does not descend
+    into symlinked folders, and reports symlinks leading outside the root, FIFOs, sockets, devices and
+    undecodable names as entries with a `problem` (see ObjectInfo) so they can be quarantined. Versions are
+    content hashes (sha256), cached per process by stat key, so an edit that keeps size and mtime is seen.
+    """
 
     def __init__(self, root: Path | str):
         self.root = Path(root)
         self.uri = str(self.root)
+
+    def _real_root(self) -> str:
+        return os.path.realpath(self.root)
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
@@ -52,28 +147,100 @@ class FolderStore:
             raise ValueError(f"key {key!r} escapes the store root {self.root}")
         return path
 
+    def _lexical(self, key: str) -> Path:
+        """The path of a key without following symlinks; a key with '..'/absolute segments is refused.
+        A segment that is not there but whose percent-decoded form is (an undecodable name) maps to that."""
+        parts = [part for part in key.split("/") if part not in ("", ".")]
+        if key.startswith("/") or ".." in parts or not parts:
+            raise ValueError(f"key {key!r} escapes the store root {self.root}")
+        path = self.root
+        for part in parts:
+            candidate = path / part
+            if "%" in part and not os.path.lexists(candidate):
+                decoded = path / decode_name(part)
+                if os.path.lexists(decoded):
+                    candidate = decoded
+            path = candidate
+        return path
+
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         base = self.root / prefix if prefix else self.root
-        if not base.exists():
+        if not base.is_dir():
             return
-        for dirpath, dirnames, filenames in os.walk(base):
-            dirnames.sort()
-            for name in sorted(filenames):
-                if name.startswith(TEMP_MARK):
+        real_root = self._real_root()
+        start = os.path.relpath(base, self.root)
+        start_parts = [] if start == "." else list(Path(start).parts)
+        # explicit stack of (folder, its key segments, whether a segment is undecodable): no recursion
+        stack: list[tuple[str, list[str], bool]] = [(str(base), [encode_name(p) for p in start_parts],
+                                                     any(has_surrogates(p) for p in start_parts))]
+        while stack:
+            folder, parts, bad_name = stack.pop()
+            try:
+                with os.scandir(folder) as entries:
+                    found = sorted(entries, key=lambda e: e.name)
+            except (FileNotFoundError, NotADirectoryError):  # removed while listing
+                continue
+            subfolders = []
+            for entry in found:
+                if entry.name.startswith(TEMP_MARK):
                     continue
-                path = Path(dirpath) / name
+                key_parts = [*parts, encode_name(entry.name)]
+                bad = bad_name or has_surrogates(entry.name)
                 try:
-                    stat = path.stat()
+                    info = self._describe(entry, "/".join(key_parts), real_root, bad)
                 except FileNotFoundError:  # removed while listing
                     continue
-                key = path.relative_to(self.root).as_posix()
-                yield ObjectInfo(key=key, size=stat.st_size, version=f"{stat.st_mtime_ns}-{stat.st_size}")
+                if info is None:
+                    subfolders.append((entry.path, key_parts, bad))
+                elif info:
+                    yield info
+            stack.extend(reversed(subfolders))  # depth-first in name order, like os.walk + sorted
+
+    def _describe(self, entry: os.DirEntry, key: str, real_root: str, bad_name: bool) -> ObjectInfo | None | bool:
+        """ObjectInfo for a file or a flagged entry, None for a folder to descend into, False to skip."""
+        st = entry.stat(follow_symlinks=False)
+        if stat.S_ISDIR(st.st_mode):
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            target = os.path.realpath(entry.path)
+            if os.path.commonpath([real_root, target]) != real_root:
+                return ObjectInfo(key, 0, _stat_version(st, SYMLINK_OUTSIDE_ROOT), SYMLINK_OUTSIDE_ROOT)
+            try:
+                target_st = os.stat(entry.path)
+            except OSError:  # dangling, or a loop
+                return ObjectInfo(key, 0, _stat_version(st, BROKEN_SYMLINK), BROKEN_SYMLINK)
+            if stat.S_ISDIR(target_st.st_mode):
+                return False  # a folder inside the root: its files are listed under their own keys
+            st = target_st
+        if not stat.S_ISREG(st.st_mode):
+            return ObjectInfo(key, 0, _stat_version(st, NOT_A_REGULAR_FILE), NOT_A_REGULAR_FILE)
+        if bad_name:
+            return ObjectInfo(key, st.st_size, _stat_version(st, INVALID_FILE_NAME), INVALID_FILE_NAME)
+        return ObjectInfo(key, st.st_size, _content_version(entry.path, st))
 
     def get(self, key: str) -> bytes:
+        from hybridops.tasks.knowledge.documents import DocumentError
+
+        path = self._lexical(key)
         try:
-            return self._path(key).read_bytes()
+            st = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise KeyError(key) from exc
+        if has_surrogates(str(path.relative_to(self.root))):
+            raise DocumentError(INVALID_FILE_NAME, f"the name of {key!r} is not valid UTF-8 (bytes shown as %XX)")
+        # no folder on the way may be a symlink that leaves the root either
+        real_root, target = self._real_root(), os.path.realpath(path)
+        if os.path.commonpath([real_root, target]) != real_root:
+            where = "is a symbolic link" if stat.S_ISLNK(st.st_mode) else "lies below a symbolic link"
+            raise DocumentError(SYMLINK_OUTSIDE_ROOT, f"{key!r} {where} leading outside the landing zone")
+        if stat.S_ISLNK(st.st_mode) and not os.path.exists(path):
+            raise DocumentError(BROKEN_SYMLINK, f"{key!r} is a symbolic link to nothing (dangling or a loop)")
+        try:
+            return read_regular_file(target, what=repr(key))
         except FileNotFoundError as exc:
             raise KeyError(key) from exc
+        except PermissionError:
+            raise DocumentError(PERMISSION_DENIED, f"{key!r} cannot be read: permission denied") from None
 
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
@@ -84,10 +251,18 @@ class FolderStore:
         os.replace(tmp, path)
 
     def delete(self, key: str) -> None:
-        path = self._path(key)
-        path.unlink(missing_ok=True)
+        path = self._lexical(key)
+        if os.path.islink(path) or has_surrogates(str(path)):  # remove the entry itself, never a link target
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        else:
+            path = self._path(key)
+            path.unlink(missing_ok=True)
+        real_root = self.root.resolve()
         for parent in path.parents:
-            if parent == self.root.resolve() or not parent.is_relative_to(self.root.resolve()):
+            if parent.resolve() == real_root or not parent.resolve().is_relative_to(real_root):
                 break
             try:
                 parent.rmdir()
@@ -95,7 +270,43 @@ class FolderStore:
                 break
 
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        path = self._lexical(key)
+        return os.path.lexists(path) and not os.path.isdir(path)
+
+
+def _stat_version(st: os.stat_result, kind: str = "stat") -> str:
+    """A version token from metadata only (for entries that are never read, and for huge files)."""
+    return f"{kind}:{st.st_dev}-{st.st_ino}-{st.st_size}-{st.st_mtime_ns}-{st.st_ctime_ns}"
+
+
+def _content_version(path: str, st: os.stat_result) -> str:
+    """sha256 of a regular file's bytes; re-hashed only when its stat key changed since the last look."""
+    if st.st_size > HASH_LIMIT_BYTES:
+        return _stat_version(st)
+    key = _stat_key(st)
+    with _HASHES_LOCK:
+        cached = _HASHES.get(path)
+    if cached and cached[0] == key:
+        return cached[1]
+    digest = hashlib.sha256()
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except FileNotFoundError:
+        raise
+    except OSError:  # unreadable (permissions): still listed; get() reports the error
+        return _stat_version(st)
+    with os.fdopen(fd, "rb") as handle:
+        after = os.fstat(fd)
+        if not stat.S_ISREG(after.st_mode):  # swapped for something else since the lstat
+            return _stat_version(after, NOT_A_REGULAR_FILE)
+        os.set_blocking(fd, True)
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+        key = _stat_key(after)
+    version = digest.hexdigest()
+    with _HASHES_LOCK:
+        _HASHES[path] = (key, version)
+    return version
 
 
 class S3Store:

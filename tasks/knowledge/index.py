@@ -16,14 +16,19 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
+from weaviate.classes.config import Configure, DataType, Property, Tokenization
+from weaviate.classes.query import Filter
 
-from hybridops.tasks.core.settings import Settings
 from hybridops.tasks.core.errors import HybridopsError
+from hybridops.tasks.core.settings import Settings
 
 State = Literal["building", "ready", "rejected"]
 
 CHUNK_NAMESPACE = uuid.UUID("8f0d3f8e-5b8a-4f55-9a55-6c1f2f0b9d17")
 DELETE_BATCH = 2_000  # ids per delete_many filter
+ID_BATCH = 500  # ids per fetch-by-id query
+DOC_BATCH = 100  # document ids per doc_id filter
+ITERATOR_PAGE = 2_000  # objects per cursor page
 WRITE_BATCH = 256
 
 
@@ -122,8 +127,6 @@ def chunk_uuid(doc_id: str, index: int) -> str:
 
 
 def _property_config():
-    from weaviate.classes.config import DataType, Property, Tokenization
-
     def plain(name: str, dtype=DataType.TEXT, filterable: bool = False) -> Property:
         return Property(
             name=name, data_type=dtype, index_filterable=filterable, index_searchable=False,
@@ -211,8 +214,6 @@ def create_generation(
     client, settings: Settings, embedding_model: str, dim: int, chunking: str, embedding_setting: dict[str, Any]
 ) -> Generation:
     """A new, empty collection numbered after every existing generation, in state 'building'."""
-    from weaviate.classes.config import Configure
-
     existing = list_generations(client, settings)
     number = max((g.number for g in existing), default=0) + 1
     gen = Generation(
@@ -282,7 +283,7 @@ def count_objects(collection) -> int:
 def iter_records(collection, with_text: bool = False) -> Iterator[ChunkRecord]:
     """Every chunk object's self-description, by cursor (no vectors)."""
     props = RECORD_FIELDS + (["text"] if with_text else [])
-    for obj in collection.iterator(return_properties=props, cache_size=2_000):
+    for obj in collection.iterator(return_properties=props, cache_size=ITERATOR_PAGE):
         p = obj.properties
         yield ChunkRecord(
             uuid=str(obj.uuid),
@@ -304,11 +305,9 @@ def read_index_state(collection, with_text: bool = False) -> dict[str, list[Chun
 
 def fetch_vectors(collection, uuids: Sequence[str]) -> dict[str, np.ndarray]:
     """Stored vectors of the given objects (used to reuse vectors when the local cache lost them)."""
-    from weaviate.classes.query import Filter
-
     found: dict[str, np.ndarray] = {}
-    for start in range(0, len(uuids), 500):
-        part = list(uuids[start : start + 500])
+    for start in range(0, len(uuids), ID_BATCH):
+        part = list(uuids[start : start + ID_BATCH])
         result = collection.query.fetch_objects(
             filters=Filter.by_id().contains_any(part), include_vector=True, limit=len(part),
             return_properties=["text_hash"],
@@ -317,6 +316,42 @@ def fetch_vectors(collection, uuids: Sequence[str]) -> dict[str, np.ndarray]:
             vector = obj.vector.get("default") if isinstance(obj.vector, dict) else obj.vector
             if vector is not None:
                 found[str(obj.uuid)] = np.asarray(vector, dtype=np.float32)
+    return found
+
+
+def stored_texts(collection, uuids: Sequence[str]) -> dict[str, str]:
+    """The text property actually stored in each of these objects (a deep verify catches edited objects).
+
+    Asked for by id, ID_BATCH ids per query, so every page is complete by construction."""
+    found: dict[str, str] = {}
+    for start in range(0, len(uuids), ID_BATCH):
+        part = list(uuids[start : start + ID_BATCH])
+        result = collection.query.fetch_objects(filters=Filter.by_id().contains_any(part), limit=len(part),
+                                                return_properties=["text"])
+        found.update({str(o.uuid): o.properties.get("text") or "" for o in result.objects})
+    return found
+
+
+def objects_of_docs(collection, doc_ids: Iterable[str]) -> list[tuple[str, dict[str, Any]]]:
+    """(uuid, properties) of every chunk object of these documents (no vectors).
+
+    One filtered query per group of documents; a group whose answer fills a whole page is read again with
+    the collection's cursor instead (a cursor cannot take a filter, and offset paging of a filtered query
+    stops at Weaviate's QUERY_MAXIMUM_RESULTS), so nothing is silently cut off."""
+    wanted = sorted(set(doc_ids))
+    found: list[tuple[str, dict[str, Any]]] = []
+    overflow: set[str] = set()
+    for start in range(0, len(wanted), DOC_BATCH):
+        group = wanted[start : start + DOC_BATCH]
+        result = collection.query.fetch_objects(filters=Filter.by_property("doc_id").contains_any(group),
+                                                limit=ITERATOR_PAGE)
+        if len(result.objects) >= ITERATOR_PAGE:
+            overflow.update(group)
+        else:
+            found += [(str(o.uuid), dict(o.properties)) for o in result.objects]
+    if overflow:
+        found += [(str(o.uuid), dict(o.properties)) for o in collection.iterator(cache_size=ITERATOR_PAGE)
+                  if o.properties.get("doc_id") in overflow]
     return found
 
 
@@ -338,12 +373,10 @@ def upsert_chunks(collection, objects: Iterable[ChunkObject], batch_size: int = 
 
 def update_properties(collection, changes: dict[str, dict[str, Any]]) -> int:
     """Change some properties of many objects in bulk (read back with vectors, re-upsert in batches)."""
-    from weaviate.classes.query import Filter
-
     written = 0
     uuids = list(changes)
-    for start in range(0, len(uuids), 500):
-        part = uuids[start : start + 500]
+    for start in range(0, len(uuids), ID_BATCH):
+        part = uuids[start : start + ID_BATCH]
         result = collection.query.fetch_objects(filters=Filter.by_id().contains_any(part), limit=len(part),
                                                 include_vector=True)
         objects = [
@@ -370,8 +403,6 @@ def _delete_where(collection, where) -> int:
 
 
 def delete_objects(collection, uuids: Sequence[str]) -> int:
-    from weaviate.classes.query import Filter
-
     deleted = 0
     uuids = list(uuids)
     for start in range(0, len(uuids), DELETE_BATCH):
@@ -381,8 +412,6 @@ def delete_objects(collection, uuids: Sequence[str]) -> int:
 
 def delete_docs(collection, doc_ids: Sequence[str]) -> int:
     """Remove every chunk of these documents."""
-    from weaviate.classes.query import Filter
-
     deleted = 0
     doc_ids = list(doc_ids)
     for start in range(0, len(doc_ids), 200):

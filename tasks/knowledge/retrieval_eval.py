@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, model_validator
 
+from hybridops.tasks.core.errors import BadInputError
 from hybridops.tasks.knowledge.landing import landed_doc_ids
 from hybridops.tasks.core.object_store import landing_zone
 from hybridops.tasks.knowledge.search import Mode, Searcher
@@ -71,7 +72,7 @@ def load_golden(path: Path | str) -> list[GoldenQuestion]:
         try:
             questions.append(GoldenQuestion.model_validate(json.loads(line)))
         except ValueError as exc:
-            raise ValueError(f"{path}:{number}: not a golden question ({exc})") from exc
+            raise BadInputError(f"{path}:{number}: not a golden question ({exc})") from exc
     return questions
 
 

@@ -7,7 +7,12 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+from weaviate.classes.query import Filter, MetadataQuery
 
+from hybridops.tasks.core.errors import BadInputError
+from hybridops.tasks.core.settings import Settings
+from hybridops.tasks.core.weaviate_connection import weaviate_session
+from hybridops.tasks.knowledge.embeddings import load_embedder
 from hybridops.tasks.knowledge.index import (
     Generation,
     IndexOperationError,
@@ -16,8 +21,6 @@ from hybridops.tasks.knowledge.index import (
     live_name,
     meta_value,
 )
-from hybridops.tasks.core.settings import Settings
-from hybridops.tasks.core.weaviate_connection import weaviate_session
 
 Mode = Literal["hybrid", "vector", "bm25"]
 MODES: tuple[str, ...] = ("hybrid", "vector", "bm25")
@@ -46,8 +49,6 @@ class SearchHit(BaseModel):
 
 def where_filter(where: dict[str, Any] | None):
     """{key: value} -> a Weaviate filter: doc_id/title match exactly, other keys match document metadata."""
-    from weaviate.classes.query import Filter
-
     if not where:
         return None
     parts = []
@@ -61,8 +62,6 @@ def where_filter(where: dict[str, Any] | None):
 
 def embedder_for(settings: Settings, gen: Generation, preferred=None):
     """The embedder the generation was built with: queries must use the same model as the index."""
-    from hybridops.tasks.knowledge.embeddings import load_embedder
-
     candidate = preferred or load_embedder(settings)
     if candidate.model_id == gen.embedding_model:
         return candidate
@@ -100,12 +99,10 @@ class Searcher:
         self, query: str, k: int | None = None, mode: Mode = "hybrid", alpha: float | None = None,
         where: dict[str, Any] | None = None,
     ) -> list[SearchHit]:
-        from weaviate.classes.query import MetadataQuery
-
         if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+            raise BadInputError(f"mode must be one of {MODES}, not {mode!r}")
         if not query.strip():
-            raise ValueError("query is empty")
+            raise BadInputError("query is empty")
         limit = k or self.settings.search_k
         filters = where_filter(where)
         keyword = dict(limit=max(limit, KEYWORD_CANDIDATES), filters=filters, return_properties=_RETURN)
@@ -129,8 +126,6 @@ class Searcher:
 
     def chunks_for_docs(self, doc_ids: Sequence[str]) -> list[SearchHit]:
         """Every chunk of the given documents, in document and chunk order."""
-        from weaviate.classes.query import Filter
-
         hits: list[SearchHit] = []
         ids = list(dict.fromkeys(doc_ids))
         for start in range(0, len(ids), 100):

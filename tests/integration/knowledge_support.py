@@ -10,9 +10,10 @@ from datetime import datetime
 from pathlib import Path
 
 from hybridops.flows.orchestration.run_control import read_events
-from hybridops.tasks.core.contracts import make_candidate, validate_documents
+from hybridops.tasks.knowledge.document_contract import make_candidate, validate_documents
 from hybridops.tasks.knowledge.chunking import chunk_document
 from hybridops.tasks.knowledge.embeddings import load_embedder
+from hybridops.tasks.core.locks import lock_collection
 from hybridops.tasks.knowledge.index import alias_name, chunk_uuid, list_generations, live_name, read_index_state
 from hybridops.tasks.knowledge.landing import landed_documents
 from hybridops.tasks.core.object_store import landing_zone
@@ -69,12 +70,14 @@ def generations(settings: Settings):
 
 
 def drop_namespace(settings: Settings) -> None:
-    """Delete every collection and the alias this test's namespace created."""
+    """Delete every collection (index generations, namespace locks) and the alias this test's namespace created."""
     with weaviate_session(settings) as client:
         if client.alias.get(alias_name=alias_name(settings)):
             client.alias.delete(alias_name=alias_name(settings))
         for gen in list_generations(client, settings):
             client.collections.delete(gen.name)
+        if client.collections.exists(lock_collection(settings)):
+            client.collections.delete(lock_collection(settings))
 
 
 def cli(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,7 +91,8 @@ def test_ask_logs_the_interaction_feedback_and_eval_samples_it(indexed: Settings
     assert isinstance(report["drift"], bool)
 
     missing = cli(child_env(indexed), "feedback", "20200101T000000Z-00000000", "--approve", "--json")
-    assert missing.returncode != 0 and "no interaction" in missing.stderr and missing.stdout == ""
+    assert missing.returncode == 2 and "no interaction" in missing.stderr  # bad input, one line
+    assert "no interaction" in json.loads(missing.stdout)["error"]  # --json: the error object on stdout
 
 
 def test_interaction_log_and_feedback_on_minio(s3_settings: Settings) -> None:
@@ -156,7 +158,7 @@ def test_evaluate_behaviour_flow_records_history_artifacts_and_drift_event(index
     from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 
     from hybridops.flows.evaluate_behaviour import EvalParams, evaluate_behaviour
-    from hybridops.tasks.behaviour.drift import load_history
+    from hybridops.tasks.behaviour.eval_history import load_history
 
     cfg = indexed.model_copy(update={"drift_min_n": 2})
     for key, value in cfg.as_env().items():

@@ -52,7 +52,8 @@ def cfg(request):
 
 def start_refresh(cfg) -> subprocess.Popen:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("HYBRIDOPS_")}
-    env = clean | cfg.as_env() | {"HYBRIDOPS_REFRESH_BATCH_DOCS": "5"}
+    # a SIGKILLed run cannot release the index lock: its short lease lets the next run take over quickly
+    env = clean | cfg.as_env() | {"HYBRIDOPS_REFRESH_BATCH_DOCS": "5", "HYBRIDOPS_LOCK_TTL_S": "3"}
     return subprocess.Popen([str(Path(sys.executable).parent / "hybridops"), "refresh", "--json"], env=env,
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

@@ -283,21 +283,33 @@ def free_port():
     return pick()
 
 
-def test_refresh_flow_runs_with_a_strict_concurrency_limit_artifacts_and_event(folder_cfg, prefect_api, monkeypatch):
+def test_refresh_flow_waits_for_the_index_lock_then_leaves_artifacts_and_event(folder_cfg, prefect_api, monkeypatch):
+    import contextvars
+    import threading
+
     from prefect.client.orchestration import get_client
 
-    from hybridops.flows.refresh_index import RefreshParams, concurrency_limit_name, refresh_index
+    from hybridops.flows.refresh_index import RefreshParams, refresh_index
+    from hybridops.tasks.core.locks import current_holder, namespace_lock
 
     cfg = folder_cfg
     for key, value in cfg.as_env().items():
         monkeypatch.setenv(key, value)
     put(cfg, {"guides/hiking.md": hiking(), "bad/empty.md": b"", "faq.txt": "Opening hours\n\nWe open at nine."})
-    state = refresh_index(RefreshParams(batch_size=1), return_state=True)
+    outcome = {}
+    with namespace_lock(cfg, "index", "a manual refresh"):  # e.g. `hybridops refresh` in another shell
+        context = contextvars.copy_context()  # the thread must see this test's Prefect API setting
+        run = threading.Thread(target=context.run, args=(lambda: outcome.update(
+            state=refresh_index(RefreshParams(batch_size=1), return_state=True)),))
+        run.start()
+        run.join(timeout=8)
+        assert run.is_alive() and "state" not in outcome  # the flow waits: one index writer per namespace
+    run.join(timeout=600)
+    state = outcome["state"]
     report = state.result()
     assert report.documents.added == 2 and report.documents.quarantined == 1
+    assert current_holder(cfg, "index") is None  # released when the story ended
     with get_client(sync_client=True) as client:
-        limit = client.read_global_concurrency_limit_by_name(concurrency_limit_name(cfg))
-        assert limit.limit == 1
         run_id = state.state_details.flow_run_id
         from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 

@@ -50,10 +50,11 @@ def test_short_training_registers_a_verified_adapter_tamper_is_refused_and_point
     """On MinIO: train 3 steps -> registered files verify -> promote -> one flipped byte is refused."""
     from safetensors.torch import load as load_safetensors
 
-    from hybridops.tasks.behaviour import adapters
+    from hybridops.tasks.behaviour import adapter_loading, adapters
     from hybridops.tasks.behaviour.llm import load_base_model
     from hybridops.tasks.core.object_store import artifact_store
-    from hybridops.tasks.behaviour.retrain import QuietReporter, train_challenger
+    from hybridops.tasks.behaviour.retrain import train_challenger
+    from hybridops.tasks.core.story import QuietReporter
     from hybridops.tasks.behaviour.training import TrainConfig
     from hybridops.tasks.behaviour.training_data import build_training_data
 
@@ -74,7 +75,7 @@ def test_short_training_registers_a_verified_adapter_tamper_is_refused_and_point
     assert manifest.training.steps == 3 and len(manifest.train.loss_curve) == 3
     assert manifest.train.tokens_per_s > 0 and manifest.base_model.sha256 == adapters.base_model_ref(cfg).sha256
 
-    model, _ = adapters.load_adapter_model(cfg, manifest.version)
+    model, _ = adapter_loading.load_adapter_model(cfg, manifest.version)
     base, _ = load_base_model(cfg)
     assert model is not base
     path = "model.layers.0.self_attn.q_proj.weight"
@@ -83,15 +84,15 @@ def test_short_training_registers_a_verified_adapter_tamper_is_refused_and_point
 
     assert adapters.champion_version(cfg) is None
     adapters.promote(cfg, manifest.version, "test")
-    assert adapters.load_champion_model(cfg)[2] == manifest.version
+    assert adapter_loading.load_champion_model(cfg)[2] == manifest.version
 
     key = f"adapters/{manifest.version}/adapter_model.safetensors"
     blob = bytearray(store.get(key))
     blob[len(blob) // 2] ^= 0x01
     store.put(key, bytes(blob))
     with pytest.raises(adapters.AdapterIntegrityError, match="tampered"):
-        adapters.load_champion_model(cfg)
-    fallback_model, _, version = adapters.load_champion_model(cfg.model_copy(update={"allow_base_fallback": True}))
+        adapter_loading.load_champion_model(cfg)
+    fallback_model, _, version = adapter_loading.load_champion_model(cfg.model_copy(update={"allow_base_fallback": True}))
     assert version is None and fallback_model is base
 
     listed = cli_json(child_env(cfg), "adapters", "list")
@@ -100,7 +101,7 @@ def test_short_training_registers_a_verified_adapter_tamper_is_refused_and_point
     shown = cli_json(child_env(cfg), "adapters", "show", manifest.version)
     assert shown["files"]["adapter_model.safetensors"]["sha256"] == manifest.files["adapter_model.safetensors"].sha256
     rolled = cli_json(child_env(cfg), "adapters", "rollback")
-    assert rolled == {"champion": None, "reason": rolled["reason"], "history": []}
+    assert rolled == {"champion": None, "reason": rolled["reason"], "history": [], "event": rolled["event"]}
     assert adapters.champion_version(cfg) is None
 
 
@@ -142,7 +143,7 @@ def test_retrain_promotes_a_format_fixing_challenger_then_rejects_a_corrupted_on
 ) -> None:
     """The behaviour loop: drifted json_format -> train on the example set -> promoted; corrupted data -> rejected."""
     from hybridops.tasks.behaviour import adapters
-    from hybridops.tasks.behaviour.drift import load_baseline
+    from hybridops.tasks.behaviour.eval_history import load_baseline
     from hybridops.tasks.core.object_store import artifact_store
     from hybridops.tasks.core.quarantine import list_quarantined
     from hybridops.tasks.behaviour.retrain import RetrainRequest, retrain

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from hybridops.tasks.behaviour.suite import CaseResult, CheckOutcome, EvalReport, Suite, SuiteError, check_stats, load_suite, wilson_interval
-from hybridops.tasks.behaviour.drift import Baseline, cohens_h, detect_drift, drift_counts, one_sided_drop_test, summarize
+from hybridops.tasks.behaviour.drift import Baseline, cohens_h, detect_drift, drift_counts, one_sided_drop_test
+from hybridops.tasks.behaviour.eval_history import summarize
 from hybridops.tasks.behaviour.gap_attribution import GapAttribution, classify, gap_counts, needs_oracle, oracle_passages
 from hybridops.tasks.core.settings import Settings
 

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from hybridops.tasks.core.contracts import (
+from hybridops.tasks.core.contracts import ContractError, load_suite
+from hybridops.tasks.knowledge.document_contract import (
     DOCUMENTS_SUITE_PATH,
     Candidate,
-    ContractError,
-    load_suite,
     make_candidate,
     validate_documents,
 )

@@ -151,3 +151,81 @@ def test_example_corpus_covers_every_format_with_realistic_length() -> None:
         doc = parse(path.relative_to(CORPUS).as_posix(), path.read_bytes())
         assert 150 <= len(doc.text.split()) <= 600, path
         assert doc.title and doc.title != path.stem or path.suffix == ".txt", path
+
+
+# --- Hostile inputs: every one is a clean DocumentError with a precise code, fast ----------------------
+def _alias_bomb() -> str:
+    lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for level in range(1, 9):
+        name, prev = chr(ord("a") + level), chr(ord("a") + level - 1)
+        lines.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    return "---\n" + "\n".join(lines) + "\n---\nbody"
+
+
+HOSTILE = [
+    ("bad-date.md", "---\ntitle: X\nupdated: 2024-13-45\n---\nbody", "invalid_front_matter"),
+    ("recursive-alias.md", "---\na: &a [1, *a]\n---\nbody", "alias_bomb"),
+    ("recursive-map.md", "---\na: &a {b: *a}\n---\nbody", "alias_bomb"),
+    ("alias-bomb.md", _alias_bomb(), "alias_bomb"),
+    ("undefined-alias.md", "---\na: *nope\n---\nbody", "invalid_front_matter"),
+    ("huge-int.md", "---\nn: " + "9" * 5000 + "\n---\nbody", "number_too_large"),
+    ("huge-sexagesimal.md", "---\nn: " + "1:" * 3000 + "1\n---\nbody", "number_too_large"),
+    ("deep-flow.md", "---\na: " + "[" * 100_000 + "]" * 100_000 + "\n---\nbody", "too_deep"),
+    ("deep-block.md", "---\n" + "".join(" " * i + f"k{i}:\n" for i in range(80)) + "---\nbody", "too_deep"),
+    ("surrogate.json", '{"text": "broken \\ud800 text"}', "invalid_text"),
+    ("surrogate-key.json", '{"text": "ok", "metadata": {"k\\udfff": 1}}', "invalid_text"),
+    ("surrogate-title.json", '{"title": "\\udc00", "text": "ok"}', "invalid_text"),
+    ("deep.json", '{"text": "x", "extra": ' + "[" * 100_000 + "]" * 100_000 + "}", "too_deep"),
+    ("deep-moderate.json", '{"text": "x", "extra": ' + "[" * 70 + "]" * 70 + "}", "too_deep"),
+    ("huge-int.json", '{"text": "x", "metadata": {"n": ' + "9" * 5000 + "}}", "number_too_large"),
+    ("deep.html", "<html><body>" + "<div>" * 5000 + "deep" + "</div>" * 5000 + "</body></html>", "too_deep"),
+    ("unclosed.html", "<p>" + "<span>" * 300 + "x", "too_deep"),
+]
+
+
+@pytest.mark.parametrize(("doc_id", "data", "code"), HOSTILE, ids=[h[0] for h in HOSTILE])
+def test_hostile_documents_are_clean_errors_with_a_reason_code(doc_id: str, data: str, code: str) -> None:
+    import time
+
+    started = time.perf_counter()
+    with pytest.raises(DocumentError) as err:
+        parse(doc_id, data.encode("utf-8", "surrogatepass"))
+    assert err.value.reason_code == code, err.value.message
+    assert time.perf_counter() - started < 5
+
+
+def test_front_matter_values_are_plain_json_data() -> None:
+    import json
+
+    doc = parse("d.md", "---\nday: 2025-03-04\nat: 2025-03-04 10:30:00\nboth: [2025-01-01, x]\n"
+                        "a: &shared [one, two]\nb: *shared\nn: 12345678901234567890\n---\nbody")
+    assert doc.metadata["day"] == "2025-03-04" and doc.metadata["at"] == "2025-03-04T10:30:00"
+    assert doc.metadata["both"] == "2025-01-01, x"  # dates inside lists are strings too
+    assert doc.metadata["a"] == doc.metadata["b"] == "one, two"  # a few plain aliases are fine
+    assert doc.metadata["n"] == 12345678901234567890  # wide but short: the contract judges it (metadata_types)
+    json.dumps(doc.metadata)
+
+
+def test_reasonable_nesting_still_parses() -> None:
+    html = "<ul>" + "<li><ul>" * 40 + "<li>leaf" + "</ul>" * 40 + "</ul>"
+    assert "leaf" in parse("nested.html", html).text
+    data = '{"text": "x", "extra": ' + "[" * 60 + "]" * 60 + "}"
+    assert parse("nested.json", data).text == "x"
+
+
+def test_heading_with_a_long_run_of_spaces_is_linear_time() -> None:
+    import time
+
+    started = time.perf_counter()
+    doc = parse("h.md", "# a" + " " * 200_000 + "b #  \n\nbody")
+    assert time.perf_counter() - started < 2
+    assert doc.title.startswith("a") and doc.title.endswith("b")
+    assert parse("h2.md", "## Setup steps ##\n\nx").title == "Setup steps"
+
+
+def test_html_walk_keeps_paragraphs_lists_and_inline_text_in_order() -> None:
+    html = ("<div><p>One <i>two <b>three</b></i> four</p><span><p>inside span</p></span>"
+            "<ol><li>a <em>b</em></li><li><p>c</p></li></ol><p>end<br>line</p></div>")
+    assert parse("o.html", html).text.split("\n\n") == [
+        "One two three four", "inside span", "- a b\n- c", "end line"  # as before the walk became iterative
+    ]

@@ -10,7 +10,7 @@ from hybridops.tasks.knowledge.embedding_cache import EmbeddingCache, embed_cach
 from hybridops.tasks.knowledge.index import ChunkRecord, Generation, chunk_uuid, meta_pairs
 from hybridops.tasks.core.object_store import ObjectInfo
 from hybridops.tasks.knowledge.rebuild import Target
-from hybridops.tasks.knowledge.refresh import classify, expected_records, is_complete, needs_write, plan_refresh
+from hybridops.tasks.knowledge.refresh_plan import classify, expected_records, is_complete, needs_write, plan_refresh
 from hybridops.tasks.knowledge.landing import plan_landing
 
 MODEL = "mini@bf16"
@@ -205,3 +205,93 @@ def test_the_flow_artifact_lists_counts_reasons_and_embedding_work():
     md = report_markdown(report, "ns")
     assert "| added | 2 |" in md and "| embeddings computed | 7 |" in md and "| embeddings reused (cache or index) | 3 |" in md
     assert "`bad\\|name.json` | invalid_json: line 1 | yes |" in md and "1.5 s" in md
+
+
+class _Collections:
+    def use(self, name):  # prepare_batch only touches the index for deep checks and stored vectors
+        return None
+
+
+class _Client:
+    collections = _Collections()
+
+
+class FlakyLanding:
+    """A folder landing zone where one document cannot be read and another one's read hits a dead store."""
+
+    def __init__(self, inner, unreadable: str = "", unreachable: str = ""):
+        self.inner, self.unreadable, self.unreachable = inner, unreadable, unreachable
+
+    def get(self, key: str) -> bytes:
+        if key == self.unreadable:
+            raise PermissionError(f"permission denied: {key}")
+        if key == self.unreachable:
+            from hybridops.tasks.core.object_store import ObjectStoreError
+
+            raise ObjectStoreError(f"S3 get {key!r} failed: connection refused")
+        return self.inner.get(key)
+
+
+class WordEmbedder(CountingEmbedder):
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+
+def test_one_document_that_cannot_be_read_or_parsed_is_held_and_the_batch_goes_on(tmp_path, monkeypatch):
+    from hybridops.tasks.core.object_store import FolderStore, ObjectStoreError
+    from hybridops.tasks.core.quarantine import list_quarantined
+    from hybridops.tasks.core.settings import Settings
+    from hybridops.tasks.knowledge import document_contract
+    from hybridops.tasks.knowledge.refresh_apply import prepare_batch
+    from hybridops.tasks.knowledge.refresh_plan import WorkItem
+
+    settings = Settings(home=tmp_path / "home")
+    landing, store = FolderStore(tmp_path / "landing"), FolderStore(tmp_path / "store")
+    for doc_id in ("good.md", "locked.md", "crashes.md"):
+        landing.put(doc_id, f"# {doc_id}\n\nSome real text about {doc_id} that is long enough.".encode())
+    real_parse = document_contract.parse_document
+
+    def parse(doc_id, data, version):
+        if doc_id == "crashes.md":
+            raise RecursionError("maximum recursion depth exceeded")  # a parser bug, not a DocumentError
+        return real_parse(doc_id, data, version)
+
+    monkeypatch.setattr(document_contract, "parse_document", parse)
+    items = [WorkItem(doc_id=d, size=1, version="v1") for d in ("good.md", "locked.md", "crashes.md")]
+    with EmbeddingCache(tmp_path / "e.sqlite3") as cache:
+        prepared = prepare_batch(settings, _Client(), FlakyLanding(landing, unreadable="locked.md"), store,
+                                 WordEmbedder(), cache, target(), items, deep=False)
+        assert prepared.result.outcomes == {"good.md": "added", "locked.md": "quarantined",
+                                            "crashes.md": "quarantined"}
+        assert {o.properties["doc_id"] for o in prepared.objects} == {"good.md"}
+        reasons = {q.doc_id: q.reasons for q in prepared.result.quarantined}
+        assert reasons["locked.md"] == ["unreadable: PermissionError: permission denied: locked.md"]
+        assert reasons["crashes.md"] == ["parse_failed: RecursionError: maximum recursion depth exceeded"]
+        assert {e.item_id for e in list_quarantined(store, "documents")} == {"locked.md", "crashes.md"}
+
+        with pytest.raises(ObjectStoreError):  # an unreachable store is not the document's fault: retry the step
+            prepare_batch(settings, _Client(), FlakyLanding(landing, unreachable="good.md"), store, WordEmbedder(),
+                          cache, target(), items, deep=False)
+
+
+def test_a_document_that_breaks_the_batch_validation_is_held_alone(tmp_path, monkeypatch):
+    from hybridops.tasks.core.object_store import FolderStore
+    from hybridops.tasks.core.settings import Settings
+    from hybridops.tasks.knowledge import document_contract
+    from hybridops.tasks.knowledge.refresh_apply import prepare_batch
+    from hybridops.tasks.knowledge.refresh_plan import WorkItem
+
+    settings = Settings(home=tmp_path / "home")
+    landing, store = FolderStore(tmp_path / "landing"), FolderStore(tmp_path / "store")
+    landing.put("good.md", b"# Good\n\nSome real text that is long enough to index.")
+    landing.put("odd.md", b"# Odd\n\nText the frame builder trips over.")
+    real = document_contract._control_chars
+    monkeypatch.setattr(document_contract, "_control_chars",
+                        lambda text: 1 // 0 if "trips" in text else real(text))
+    items = [WorkItem(doc_id=d, size=1, version="v1") for d in ("good.md", "odd.md")]
+    with EmbeddingCache(tmp_path / "e.sqlite3") as cache:
+        prepared = prepare_batch(settings, _Client(), landing, store, WordEmbedder(), cache, target(), items,
+                                 deep=False)
+    assert prepared.result.outcomes == {"good.md": "added", "odd.md": "quarantined"}
+    (held,) = prepared.result.quarantined
+    assert held.reasons == ["validation_failed: ZeroDivisionError: integer division or modulo by zero"]
