@@ -23,8 +23,27 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from hybridops.tasks.core.settings import Settings
+from hybridops.flows.orchestration.deployments import deployment_specs, spec_for
+from hybridops.flows.orchestration.run_control import (
+    start_run,
+    wait_for_new_run,
+    wait_for_run,
+)
+from hybridops.flows.orchestration.serving import ServeProcess, exit_on_sigterm
+from hybridops.infra.services import up
+from hybridops.tasks.behaviour.adapters import champion, list_versions
+from hybridops.tasks.behaviour.answer import ask
+from hybridops.tasks.behaviour.eval_history import load_history
+from hybridops.tasks.behaviour.llm import prepare_base_model
 from hybridops.tasks.core.errors import HybridopsError
+from hybridops.tasks.core.model_runtime import available_cpus
+from hybridops.tasks.core.object_store import landing_zone
+from hybridops.tasks.core.settings import Settings
+from hybridops.tasks.core.weaviate_connection import weaviate_session
+from hybridops.tasks.knowledge.embeddings import load_embedder
+from hybridops.tasks.knowledge.index import alias_name, list_generations
+from hybridops.tasks.knowledge.landing import TRAINING_PREFIX, land
+from hybridops.tasks.knowledge.search import search
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "examples" / "corpus"
@@ -51,8 +70,6 @@ def demo_settings(settings: Settings) -> Settings:
     The demo owns the machine while it runs, so torch may use every CPU (the default leaves one free for
     busy shared boxes): measured on the idle 2-CPU box, 2 threads train ~30% and answer ~35% faster than 1.
     """
-    from hybridops.tasks.core.model_runtime import available_cpus
-
     namespace = (settings.namespace + "_demo")[:40]
     return settings.model_copy(update={"namespace": namespace, "home": settings.home / "demo",
                                        "landing": None, "store": None,
@@ -93,17 +110,12 @@ class Story:
     # --- the steps -------------------------------------------------------------------------------
 
     def start_stack(self) -> None:
-        from hybridops.infra.services import up
-
         with self.step("Start the stack", "Prefect server + UI, Weaviate and MinIO as local processes.") as f:
             report = up(self.base, on_event=lambda msg: self.console.log(msg))
             f["services"] = {name: info["action"] for name, info in report.items()}
             self.say(", ".join(f"{name}: {action}" for name, action in f["services"].items()))
 
     def reset(self) -> None:
-        from hybridops.tasks.knowledge.index import alias_name, list_generations
-        from hybridops.tasks.core.weaviate_connection import weaviate_session
-
         with self.step("Reset the demo namespace", f"namespace {self.cfg.namespace}: landing zone, store and "
                        "index start empty, so the story is the same every time.") as f:
             for folder in (Path(self.cfg.landing_uri), Path(self.cfg.store_uri)):
@@ -117,9 +129,6 @@ class Story:
             f["dropped_collections"] = dropped
 
     def prepare_models(self) -> None:
-        from hybridops.tasks.knowledge.embeddings import load_embedder
-        from hybridops.tasks.behaviour.llm import prepare_base_model
-
         with self.step("Prepare the models", "Packaged all-MiniLM-L6-v2 and SmolLM2-135M-Instruct (converted once, "
                        "cached); no model hub needed.") as f:
             f["llm"] = str(prepare_base_model(self.cfg))
@@ -127,8 +136,6 @@ class Story:
             self.say(f"LLM: {f['llm']}\nembeddings: {f['embedding_model']}")
 
     def serve(self):
-        from hybridops.flows.orchestration.serving import ServeProcess
-
         with self.step("Serve the deployments", "`hybridops serve` registers every deployment with the Prefect "
                        "server (events, schedules, manual) and runs their flow runs.") as f:
             serve = ServeProcess(self.cfg).start()
@@ -142,8 +149,6 @@ class Story:
         return serve
 
     def land_corpus(self) -> datetime:
-        from hybridops.tasks.core.object_store import landing_zone
-
         with self.step("Land the example corpus", "Documents are just dropped into the landing zone; nobody "
                        "calls the refresh.") as f:
             since = _now()
@@ -160,8 +165,6 @@ class Story:
         return since
 
     def refresh_by_event(self, since: datetime, title: str) -> dict:
-        from hybridops.flows.orchestration.run_control import wait_for_new_run
-
         with self.step(title, "watch-landing notices the change and emits hybridops.landing.changed; its "
                        "trigger starts refresh-index.") as f:
             full = _spec(self.cfg, "refresh-index").full_name(self.cfg)
@@ -175,8 +178,6 @@ class Story:
         return f
 
     def ask(self, title: str, why: str, expect_format: bool | None = None, expect_text: str | None = None) -> dict:
-        from hybridops.tasks.behaviour.answer import ask
-
         with self.step(title, why) as f:
             with self.console.status("retrieving context and generating..."):
                 answer = ask(self.cfg, QUESTION)
@@ -194,9 +195,6 @@ class Story:
         return f
 
     def land_training(self) -> None:
-        from hybridops.tasks.knowledge.landing import TRAINING_PREFIX, land
-        from hybridops.tasks.core.object_store import landing_zone
-
         with self.step("Land curated training examples", "Examples of the house reply format "
                        "{\"answer\", \"sources\"} land in the training area (_training/), not in the index.") as f:
             landed = land(landing_zone(self.cfg), sorted(TRAINING.glob("*.jsonl")), prefix=TRAINING_PREFIX)
@@ -204,9 +202,6 @@ class Story:
             self.say(", ".join(f["files"]))
 
     def evaluate(self) -> datetime:
-        from hybridops.flows.orchestration.run_control import start_run, wait_for_run
-        from hybridops.tasks.behaviour.eval_history import load_history
-
         with self.step("Evaluate behaviour", "The daily evaluate-behaviour deployment, run now: the suite on the "
                        "champion; every failing case is attributed to a knowledge or a behaviour gap.") as f:
             started = _now()  # the drift event (and so the retrain run) comes before the eval run is final
@@ -230,9 +225,6 @@ class Story:
         return started
 
     def retrain_by_event(self, since: datetime) -> None:
-        from hybridops.flows.orchestration.run_control import wait_for_new_run
-        from hybridops.tasks.behaviour.adapters import champion, list_versions
-
         with self.step("Retrain starts by event", "hybridops.behaviour.drift triggers retrain-adapter: LoRA "
                        "challenger, same held-out suite for challenger and champion, promote only if better.") as f:
             full = _spec(self.cfg, "retrain-adapter").full_name(self.cfg)
@@ -254,8 +246,6 @@ class Story:
                 self.fail(f"the challenger was not promoted: {f['reason']}")
 
     def update_document(self) -> datetime:
-        from hybridops.tasks.core.object_store import landing_zone
-
         with self.step("Update one document", f"{UPDATED_DOC}: the return window changes from 45 to 30 days.") as f:
             store = landing_zone(self.cfg)
             text = store.get(UPDATED_DOC).decode()
@@ -267,8 +257,6 @@ class Story:
         return since
 
     def searchable(self, since: datetime) -> None:
-        from hybridops.tasks.knowledge.search import search
-
         with self.step("The new fact is searchable", "hybridops search returns the updated passage.") as f:
             hits = search(self.cfg, QUESTION, k=3)
             fresh = [h for h in hits if h.doc_id == UPDATED_DOC and NEW_FACT in h.text]
@@ -301,8 +289,6 @@ class Story:
 
 def run_demo(settings: Settings, console: Console | None = None, keep_serving: bool = False) -> dict:
     """Tell the whole story; returns the JSON report (raises DemoFailed with the steps done so far)."""
-    from hybridops.flows.orchestration.serving import exit_on_sigterm
-
     exit_on_sigterm()
     started = time.perf_counter()
     story = Story(settings, console or Console(stderr=True))
@@ -337,14 +323,10 @@ def _now() -> datetime:
 
 
 def _specs(settings: Settings):
-    from hybridops.flows.orchestration.deployments import deployment_specs
-
     return deployment_specs(settings)
 
 
 def _spec(settings: Settings, key: str):
-    from hybridops.flows.orchestration.deployments import spec_for
-
     return spec_for(settings, key)
 
 

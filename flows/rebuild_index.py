@@ -19,12 +19,14 @@ class RebuildParams(BaseModel):
     """What the UI's run form shows for rebuild-index."""
 
     verify: bool = Field(False, description="Also deep-check every indexed object against the landing zone.")
+    allow_mass_delete: bool = Field(False, description="Confirm a rebuild that drops more than "
+                                    "settings.refresh_max_delete_share of the live index's documents.")
 
 
 @flow(name="rebuild_index")
 def rebuild_index(params: RebuildParams = RebuildParams()) -> RefreshReport:
     """Build a new index generation from the landing zone and flip the alias if it passes the gate."""
-    return refresh_index(RefreshParams(full=True, verify=params.verify))
+    return refresh_index(RefreshParams(full=True, verify=params.verify, allow_mass_delete=params.allow_mass_delete))
 
 
 if __name__ == "__main__":

@@ -13,16 +13,14 @@ from collections.abc import Iterator
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from hybridops.flows.orchestration.events import index_refreshed
-from hybridops.flows.orchestration.reporting import PrefectReporter, prefect_step
+from hybridops.flows.orchestration.events import index_refreshed, mass_delete_blocked
+from hybridops.flows.orchestration.reporting import TRANSIENT_RETRIES, PrefectReporter, prefect_step
 from hybridops.flows.watch_landing import announce_follow_up
-from hybridops.tasks.core.errors import is_transient
 from hybridops.tasks.core.settings import Settings, load_settings
 from hybridops.tasks.knowledge.rebuild import Target
-from hybridops.tasks.knowledge.refresh import RefreshError, RefreshRequest, refresh
+from hybridops.tasks.knowledge.refresh import MassDeletionBlocked, RefreshError, RefreshRequest, refresh
 from hybridops.tasks.knowledge.refresh_apply import run_batch
 from hybridops.tasks.knowledge.refresh_plan import BatchResult, WorkItem
 from hybridops.tasks.knowledge.refresh_report import RefreshReport, report_markdown
@@ -32,17 +30,7 @@ class RefreshParams(RefreshRequest):
     """Parameters of a refresh run."""
 
 
-def _retry_transient(task_, task_run, state) -> bool:
-    """Retry a batch only when a service was unreachable; a bug fails at once."""
-    try:
-        state.result()
-    except Exception as exc:  # noqa: BLE001 - inspecting the failure
-        return is_transient(exc)
-    return False
-
-
-@task(name="index-batch", retries=3, retry_delay_seconds=[2, 10, 30], retry_condition_fn=_retry_transient,
-      cache_policy=NO_CACHE)
+@task(name="index-batch", **TRANSIENT_RETRIES)
 def index_batch(settings: Settings, target: Target, items: list[WorkItem], deep: bool) -> BatchResult:
     """Validate, chunk, embed changed chunks, upsert and delete stale chunks for one batch of documents."""
     return run_batch(settings, target, items, deep)
@@ -59,14 +47,33 @@ def submit_batches(settings: Settings, target: Target, batches: list[list[WorkIt
 def refresh_index(params: RefreshParams = RefreshParams()) -> RefreshReport:
     """Reconcile the index with the landing zone; never two at once per namespace (the index lock)."""
     settings = load_settings()
-    report = refresh(settings, params, step=prefect_step, reporter=PrefectReporter(), batch_runner=submit_batches,
-                     follow_up=lambda before: announce_follow_up(settings, before))
+    try:
+        report = refresh(settings, params, step=prefect_step, reporter=PrefectReporter(),
+                         batch_runner=submit_batches, follow_up=lambda before: announce_follow_up(settings, before))
+    except MassDeletionBlocked as blocked:  # nothing was written: say so in the UI, then fail the run (red)
+        mass_delete_blocked(settings, blocked)
+        create_markdown_artifact(blocked_markdown(blocked), key=f"{settings.namespace.replace('_', '-')}-index-refresh",
+                                 description="Index refresh blocked: mass deletion")
+        raise
     create_markdown_artifact(report_markdown(report, settings.namespace),
                              key=f"{settings.namespace.replace('_', '-')}-index-refresh", description="Index refresh")
     if report.gate is not None and report.gate.status == "failed":
         raise RefreshError(f"rebuilt generation {report.collection} not promoted: {report.gate.reason}")
     index_refreshed(settings, report)
     return report
+
+
+def blocked_markdown(blocked: MassDeletionBlocked) -> str:
+    """The artifact of a blocked run: what would have gone and how to confirm."""
+    d = blocked.details
+    examples = "".join(f"- `{doc_id}`\n" for doc_id in d.get("examples", []))
+    return (f"# {d.get('mode', 'refresh')} blocked: mass deletion\n\nNothing was changed. {d.get('reason', '')}.\n\n"
+            f"| live documents | would be removed | landed | allowed share |\n|---|---|---|---|\n"
+            f"| {d.get('live_documents')} | {d.get('would_remove')} | {d.get('landed')} | "
+            f"{d.get('max_share', 0):.0%} (when more than {d.get('min_docs')} documents) |\n\n"
+            f"Landing zone: `{d.get('landing')}`. If it is right, confirm: run this flow again with "
+            f"`params.allow_mass_delete=true`, or `{d.get('command', 'hybridops refresh --allow-mass-delete')}`.\n\n"
+            + (f"Some of the documents that would go:\n\n{examples}" if examples else ""))
 
 
 if __name__ == "__main__":

@@ -13,20 +13,18 @@ from contextlib import ExitStack
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.events import emit_event
 from pydantic import BaseModel, Field
 
 from hybridops.tasks.core.errors import ConflictError
 from hybridops.tasks.core.locks import namespace_lock
 from hybridops.tasks.core.object_store import artifact_store, landing_zone
 from hybridops.tasks.core.settings import Settings, load_settings
+from hybridops.flows.orchestration.events import landing_changed
 from hybridops.tasks.knowledge.landing_changes import (
-    LANDING_CHANGED,
     LandingChanges,
     Snapshot,
     WatchStats,
     diff,
-    landing_resource,
     snapshot,
     watch,
 )
@@ -49,7 +47,7 @@ class WatchParams(BaseModel):
 
 def announce(settings: Settings, changes: LandingChanges, reason: str = "landing zone changed") -> None:
     """Emit one hybridops.landing.changed event for a set of changes (refresh-index is triggered by it)."""
-    emit_event(event=LANDING_CHANGED, resource=landing_resource(settings), payload=changes.payload() | {"reason": reason})
+    landing_changed(settings, changes.payload() | {"reason": reason})
 
 
 @task(retries=3, retry_delay_seconds=[1, 5, 15], cache_policy=NO_CACHE)

@@ -131,8 +131,8 @@ def minio_service(settings: Settings) -> Service:
             "--address", f"127.0.0.1:{ports['api']}", "--console-address", f"127.0.0.1:{ports['console']}",
         ],
         env={
-            "MINIO_ROOT_USER": settings.s3_access_key.get_secret_value(),
-            "MINIO_ROOT_PASSWORD": settings.s3_secret_key.get_secret_value(),
+            "MINIO_ROOT_USER": settings.minio_root_credentials()[0],
+            "MINIO_ROOT_PASSWORD": settings.minio_root_credentials()[1],
             "MINIO_UPDATE": "off",
             "MINIO_BROWSER_REDIRECT": "off",
         },
@@ -279,7 +279,21 @@ def up(settings: Settings, timeout: float = 180.0, on_event: Callable[[str], Non
             elif time.monotonic() > deadline:
                 raise ServiceError(f"{name} not healthy after {timeout:.0f} s:\n{_log_tail(settings, service)}")
         time.sleep(0.2)
+    prepare_storage(settings, on_event)
     return report
+
+
+def prepare_storage(settings: Settings, on_event: Callable[[str], None] = lambda _: None) -> None:
+    """The one place that creates storage roots, explicitly: the default landing folder (when no landing zone
+    is configured) and, on the local MinIO, the default bucket. A refresh never creates either: a missing
+    landing root is an error there, never an empty landing zone."""
+    if settings.landing is None:
+        Path(settings.landing_uri).mkdir(parents=True, exist_ok=True)
+    if settings.s3_endpoint:
+        from hybridops.tasks.core.object_store import S3Store
+
+        S3Store(f"s3://{settings.s3_bucket}", settings).ensure_bucket()
+        on_event(f"bucket {settings.s3_bucket} ready")
 
 
 def down(settings: Settings, timeout: float = 30.0) -> dict:
@@ -345,3 +359,36 @@ def _aws_bucket_reachable(settings: Settings) -> bool:
         return True
     except Exception:  # any botocore failure means "not healthy" here; the reason is not a secret but noise
         return False
+
+
+# --- a private stack on free ports (tests, benchmarks) -------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def free_port_block(size: int) -> int:
+    """The first of `size` consecutive free ports (Weaviate's internal cluster ports)."""
+    for _ in range(200):
+        base = free_port()
+        if base + size < 65535 and all(not port_in_use(base + i) for i in range(size)):
+            return base
+    raise RuntimeError("no block of free ports found")
+
+
+def private_stack_settings(home: Path, **overrides) -> Settings:
+    """Settings for a whole stack of its own under `home` on fresh free ports (beside any other stack)."""
+    values = dict(
+        home=home,
+        namespace="hybridops",
+        weaviate_url=f"http://127.0.0.1:{free_port()}",
+        weaviate_grpc_port=free_port(),
+        weaviate_cluster_port=free_port_block(4),
+        s3_endpoint=f"http://127.0.0.1:{free_port()}",
+        s3_console_port=free_port(),
+        prefect_api_url=f"http://127.0.0.1:{free_port()}/api",
+    )
+    return Settings(**(values | overrides))

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from hybridops.infra.services import private_stack_settings
 from hybridops.tasks.core.settings import Settings
 
 HERE = Path(__file__).parent
@@ -21,45 +21,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def free_port_block(size: int) -> int:
-    """The first of `size` consecutive free ports (Weaviate's internal cluster ports)."""
-    for _ in range(200):
-        base = free_port()
-        if base + size < 65535 and all(_is_free(base + i) for i in range(size)):
-            return base
-    raise RuntimeError("no block of free ports found")
-
-
-def _is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
-
-
 def stack_settings(home: Path, **overrides) -> Settings:
     """Settings for a private stack on fresh free ports under `home`."""
-    values = dict(
-        home=home,
-        namespace="hybridops",
-        weaviate_url=f"http://127.0.0.1:{free_port()}",
-        weaviate_grpc_port=free_port(),
-        weaviate_cluster_port=free_port_block(4),
-        s3_endpoint=f"http://127.0.0.1:{free_port()}",
-        s3_console_port=free_port(),
-        prefect_api_url=f"http://127.0.0.1:{free_port()}/api",
-        s3_bucket="hybridops-test",
-    )
-    values.update(overrides)
-    return Settings(**values)
+    return private_stack_settings(home, **({"s3_bucket": "hybridops-test"} | overrides))
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from hybridops.flows.cli import app, eval_app
@@ -26,7 +27,8 @@ def ask(
     """Answer from retrieved context with the champion adapter; the interaction is logged for evals/training."""
     from hybridops.tasks.behaviour.answer import MAX_QUESTION_CHARS, load_answering_model
     from hybridops.tasks.behaviour.answer import ask as answer_question
-    from hybridops.tasks.behaviour.interactions import warm_contract
+    from hybridops.tasks.behaviour.interactions import InteractionRejected, warm_contract
+    from hybridops.tasks.core.errors import exit_code
 
     cfg = settings()
     if not question.strip():
@@ -36,16 +38,33 @@ def ask(
     warm_contract()  # the interaction contract loads in parallel with the model
     with console.status("loading the champion model..."):
         loaded = load_answering_model(cfg)
+    if loaded.warning:  # stderr, so `--json` stdout stays one object (which carries it as "warning")
+        console.print(f"[bold yellow]warning:[/] {loaded.warning}", highlight=False)
     with console.status(f"retrieving and answering with {loaded.adapter or 'the base model'}..."):
         answer = answer_question(cfg, question, loaded=loaded)
     if json_output:
         print_json(answer.model_dump(mode="json"))
-        return
-    console.print(answer.answer if answer.answer is not None else "[italic](no answer in the documents)[/]")
-    console.print(
-        f"[dim]sources: {', '.join(answer.sources) or '-'} | format_ok: {answer.format_ok} | "
-        f"adapter: {answer.adapter or 'base'} | {answer.latency_ms:.0f} ms | id: {answer.interaction_id}[/]"
-    )
+    else:
+        if answer.answer is None:
+            console.print("[italic](no answer in the documents)[/]")
+        else:  # model text is shown as it is, never read as rich markup
+            console.print(answer.answer, markup=False, highlight=False)
+        console.print(
+            f"[dim]sources: {escape(', '.join(answer.sources)) or '-'} | format_ok: {answer.format_ok} | "
+            f"adapter: {answer.adapter or 'base'} | {answer.latency_ms:.0f} ms | id: {answer.interaction_id}[/]"
+        )
+        if answer.invalid_sources:  # never presented as citations (the JSON lists them as "invalid_sources")
+            console.print(f"[yellow]note:[/] the model cited documents that were not retrieved (ignored): "
+                          f"{escape(', '.join(answer.invalid_sources))}")
+    if answer.log_failure is not None:
+        # the answer above stands either way; a record the contract rejected is quarantined with its reasons
+        # (a warning, exit 0), a store that could not be written is the one error line and sets the exit code
+        rejected = isinstance(answer.log_failure, InteractionRejected)
+        label = "[bold yellow]warning:[/]" if rejected else "[bold red]error:[/]"
+        console.print(f"{label} the answer was not logged: {escape(answer.log_error or '')}",
+                      highlight=False, soft_wrap=True)
+        if not rejected:
+            raise typer.Exit(exit_code(answer.log_failure))
 
 
 @app.command()

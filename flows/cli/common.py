@@ -51,7 +51,7 @@ def fail(message: str, code: int = 1) -> NoReturn:
     """End the command with a clear message (and the JSON error object under --json)."""
     if _wants_json:
         print_json({"error": message})
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)  # one line, never wrapped
     raise typer.Exit(code)
 
 

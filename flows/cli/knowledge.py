@@ -57,19 +57,27 @@ def land_command(
 def refresh_command(
     full: bool = typer.Option(False, "--full", help="Build a new index generation; flip the alias if it passes."),
     verify: bool = typer.Option(False, "--verify", help="Deep-check every object against the landing zone and repair."),
+    allow_mass_delete: bool = typer.Option(
+        False, "--allow-mass-delete", help="Confirm removing more than refresh_max_delete_share of the live index."),
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Reconcile the index with the landing zone (embedding only changed chunks)."""
     from hybridops.flows.cli.progress import rich_reporter
-    from hybridops.tasks.knowledge.refresh import RefreshRequest, refresh
+    from hybridops.flows.orchestration.events import from_the_cli, mass_delete_blocked
+    from hybridops.tasks.knowledge.refresh import MassDeletionBlocked, RefreshRequest, refresh
 
     cfg = settings()
-    with rich_reporter(transient=json_output) as reporter:  # the same story the refresh-index flow runs
-        report = refresh(cfg, RefreshRequest(full=full, verify=verify), reporter=reporter)
+    request = RefreshRequest(full=full, verify=verify, allow_mass_delete=allow_mass_delete)
+    try:
+        with rich_reporter(transient=json_output) as reporter:  # the same story the refresh-index flow runs
+            report = refresh(cfg, request, reporter=reporter)
+    except MassDeletionBlocked as blocked:  # the event the flow emits too; the error boundary reports it (exit 5)
+        from_the_cli(cfg, lambda exc=blocked: mass_delete_blocked(cfg, exc))
+        raise
     failed_gate = report.gate is not None and report.gate.status == "failed"
     event = None
     if not failed_gate:  # the same event the refresh-index flow emits, so automations see manual refreshes
-        from hybridops.flows.orchestration.events import from_the_cli, index_refreshed
+        from hybridops.flows.orchestration.events import index_refreshed
 
         event = from_the_cli(cfg, lambda: index_refreshed(cfg, report))
     data = report.model_dump(mode="json") | {"event": event}
@@ -213,11 +221,12 @@ def index_list_command(json_output: bool = JSON_OPTION) -> None:
 @index_app.command("rollback")
 def index_rollback_command(json_output: bool = JSON_OPTION) -> None:
     """Point the alias back at the previous ready generation."""
+    from hybridops.tasks.core.locks import namespace_lock
     from hybridops.tasks.knowledge.index import point_alias, rollback_target
     from hybridops.tasks.core.weaviate_connection import weaviate_session
 
-    cfg = settings()
-    with weaviate_session(cfg) as client:
+    cfg = settings()  # under the index lock: never between a rebuild's gate and its flip
+    with namespace_lock(cfg, "index", "index rollback"), weaviate_session(cfg) as client:
         live, previous = rollback_target(client, cfg)
         point_alias(client, cfg, previous.name)
     if json_output:

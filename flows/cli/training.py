@@ -55,31 +55,50 @@ def retrain(
 
 @adapters_app.command("list")
 def list_adapters(json_output: bool = JSON_OPTION) -> None:
-    """Every registered adapter version, oldest first, with the champion marked."""
-    from hybridops.tasks.behaviour.adapters import champion_version, list_versions, manifest_summary
+    """Every registered adapter version, oldest first, with the champion marked and invalid ones flagged."""
+    from hybridops.tasks.behaviour.adapters import invalid_summary, manifest_summary, scan_versions
 
     cfg = settings()
-    current = champion_version(cfg)
-    rows = [manifest_summary(m, current) for m in list_versions(cfg)]
+    current, pointer_error = _champion_or_error(cfg)
+    manifests, invalid = scan_versions(cfg)
+    rows = [manifest_summary(m, current) for m in manifests] + [invalid_summary(b, current) for b in invalid]
     if json_output:
-        print_json({"champion": current, "adapters": rows})
+        print_json({"champion": current, "champion_error": pointer_error, "adapters": rows})
         return
-    table = Table("version", "champion", "parent", "steps", "final loss", "json_format", "promoted")
+    table = Table("version", "champion", "valid", "parent", "steps", "final loss", "json_format", "promoted")
     for row in rows:
-        table.add_row(row["version"], "*" if row["champion"] else "", row["parent"] or "-", str(row["steps"]),
-                      str(row["final_loss"]), str(row["eval_scores"].get("json_format", "-")), str(row["promoted"]))
+        if not row["valid"]:
+            table.add_row(row["version"], "*" if row["champion"] else "", f"[red]no[/]: {row['reason']}",
+                          "-", "-", "-", "-", "-")
+            continue
+        table.add_row(row["version"], "*" if row["champion"] else "", "yes", row["parent"] or "-",
+                      str(row["steps"]), str(row["final_loss"]), str(row["eval_scores"].get("json_format", "-")),
+                      str(row["promoted"]))
     console.print(table)
-    console.print(f"champion: {current or 'base model (no adapter)'}")
+    if pointer_error:
+        console.print(f"[bold yellow]warning:[/] {pointer_error}", highlight=False)
+    else:
+        console.print(f"champion: {current or 'base model (no adapter)'}")
+
+
+def _champion_or_error(cfg) -> tuple[str | None, str | None]:
+    """(champion version, None), or (None, why) when the pointer is corrupt: listing still works."""
+    from hybridops.tasks.behaviour.adapters import ChampionPointerError, champion_version
+
+    try:
+        return champion_version(cfg), None
+    except ChampionPointerError as exc:
+        return None, str(exc)
 
 
 @adapters_app.command("show")
 def show_adapter(version: str, json_output: bool = JSON_OPTION) -> None:
     """The full manifest of one version (file hashes, base model, data fingerprint, params, scores)."""
-    from hybridops.tasks.behaviour.adapters import champion_version, show
+    from hybridops.tasks.behaviour.adapters import show
 
     cfg = settings()
     manifest = show(cfg, version)
-    data = manifest.model_dump(mode="json") | {"champion": champion_version(cfg) == version}
+    data = manifest.model_dump(mode="json") | {"champion": _champion_or_error(cfg)[0] == version}
     if json_output:
         print_json(data)
     else:

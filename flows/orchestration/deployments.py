@@ -20,10 +20,18 @@ ran announces a follow-up. So a burst never starts a run per file and never lose
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from datetime import timedelta
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from prefect.deployments import run_deployment
+from prefect.events import DeploymentEventTrigger
+from prefect.schedules import Cron, Interval
+
+from hybridops.flows.orchestration.dask import refresh_task_runner
+from hybridops.flows.orchestration.events import BEHAVIOUR_DRIFT, LANDING_CHANGED
 from hybridops.tasks.core.settings import Settings
 
 KNOWLEDGE, BEHAVIOUR = "knowledge", "behaviour"
@@ -54,8 +62,6 @@ class DeploymentSpec:
 
     def flow(self):
         """The flow object (imported on demand so listing deployments stays cheap)."""
-        import importlib
-
         module, attr = self.flow_ref.split(":")
         return getattr(importlib.import_module(module), attr)
 
@@ -63,16 +69,12 @@ class DeploymentSpec:
         """The flow as this deployment runs it (refresh-index may run its batches on Dask)."""
         flow = self.flow()
         if self.key == "refresh-index":
-            from hybridops.flows.orchestration.dask import refresh_task_runner
-
             runner = refresh_task_runner(settings)
             if runner is not None:
                 return flow.with_options(task_runner=runner)
         return flow
 
     def schedules(self, settings: Settings) -> list:
-        from prefect.schedules import Cron, Interval
-
         schedules = []
         if self.interval_minutes:
             minutes = float(getattr(settings, self.interval_minutes))
@@ -83,8 +85,6 @@ class DeploymentSpec:
         return schedules
 
     def triggers(self, settings: Settings) -> list:
-        from prefect.events import DeploymentEventTrigger
-
         if not self.event:
             return []
         resource_id = f"hybridops.{settings.namespace}.{self.resource}"
@@ -128,7 +128,7 @@ def deployment_specs(settings: Settings) -> list[DeploymentSpec]:
             description="Reconciles the Weaviate index with the landing zone: validates documents against the "
             "GX contract (bad ones quarantined), re-embeds only changed chunks, deletes vanished ones. Started by "
             "hybridops.landing.changed; the interval schedule is a safety net.",
-            interval_minutes="refresh_interval_minutes", event="hybridops.landing.changed", resource="landing",
+            interval_minutes="refresh_interval_minutes", event=LANDING_CHANGED, resource="landing",
         ),
         DeploymentSpec(
             key="evaluate-behaviour", flow_ref="hybridops.flows.evaluate_behaviour:evaluate_behaviour", loop=BEHAVIOUR,
@@ -143,7 +143,7 @@ def deployment_specs(settings: Settings) -> list[DeploymentSpec]:
             description="Trains a LoRA challenger on the training area + approved interactions, compares it with "
             "the champion on the same held-out suite and promotes it only if better. Started by "
             "hybridops.behaviour.drift; the weekly cron skips when there is no drift and no new data.",
-            cron="retrain_cron", event="hybridops.behaviour.drift", resource="behaviour",
+            cron="retrain_cron", event=BEHAVIOUR_DRIFT, resource="behaviour",
             trigger_parameters={"params": {"drifted_checks": "{{ event.payload.checks }}"}},
         ),
         DeploymentSpec(
@@ -168,22 +168,13 @@ def spec_for(settings: Settings, key: str) -> DeploymentSpec:
     raise KeyError(f"unknown deployment {key!r}; known: {known}")
 
 
-def runner_deployments(settings: Settings) -> list:
-    """RunnerDeployment objects (what `serve` registers), e.g. to inspect or apply without serving."""
-    return [spec.flow_for(settings).to_deployment(**spec.options(settings)) for spec in deployment_specs(settings)]
-
-
 def start_watcher(settings: Settings) -> None:
     """Queue a watch-landing run now, so changes are noticed from the first second rather than the first tick."""
-    from prefect.deployments import run_deployment
-
     run_deployment(spec_for(settings, "watch-landing").full_name(settings), timeout=0,
                    tags=["hybridops", f"namespace:{settings.namespace}", "serve-start"])
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return f"hybridops-{version('hybridops')}"
     except PackageNotFoundError:

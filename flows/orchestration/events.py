@@ -14,6 +14,7 @@ from hybridops.tasks.core.settings import Settings
 
 LANDING_CHANGED = "hybridops.landing.changed"
 INDEX_REFRESHED = "hybridops.index.refreshed"
+MASS_DELETE_BLOCKED = "hybridops.index.mass_delete_blocked"
 KNOWLEDGE_GAP = "hybridops.knowledge.gap"
 BEHAVIOUR_DRIFT = "hybridops.behaviour.drift"
 ADAPTER_PROMOTED, ADAPTER_REJECTED = "hybridops.adapter.promoted", "hybridops.adapter.rejected"
@@ -47,6 +48,12 @@ def index_refreshed(settings: Settings, report: Any) -> str:
     return _emit(INDEX_REFRESHED, resource(settings, "index"),
                  report.model_dump(mode="json", include={"documents", "chunks", "collection", "duration_s", "mode",
                                                          "alias_flipped"}))
+
+
+def mass_delete_blocked(settings: Settings, blocked: Any) -> str:
+    """A refresh or rebuild stopped before writing: it would have removed too much of the live index.
+    Payload: counts, examples and how to confirm (blocked: a MassDeletionBlocked)."""
+    return _emit(MASS_DELETE_BLOCKED, resource(settings, "index"), dict(blocked.details))
 
 
 def behaviour_evaluated(settings: Settings, entry: Any, gaps: list[Any]) -> list[str]:

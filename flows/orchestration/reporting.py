@@ -20,11 +20,14 @@ def _retry_transient(task_, task_run, state) -> bool:
     return False
 
 
+TRANSIENT_RETRIES: dict[str, Any] = dict(retries=3, retry_delay_seconds=[2, 10, 30],
+                                         retry_condition_fn=_retry_transient, cache_policy=NONE)
+"""Task options for a coarse step: retried with backoff only when a service was unreachable, never cached."""
+
+
 def prefect_step(fn, *args: Any, **kwargs: Any) -> Any:
-    """Run one story step as a Prefect task named after it (live objects as inputs: no caching), retried 3x
-    with backoff when a service was unreachable."""
-    step = task(fn, name=fn.__name__.strip("_").replace("_", "-"), cache_policy=NONE, retries=3,
-                retry_delay_seconds=[2, 10, 30], retry_condition_fn=_retry_transient)
+    """Run one story step as a Prefect task named after it (live objects as inputs: no caching)."""
+    step = task(fn, name=fn.__name__.strip("_").replace("_", "-"), **TRANSIENT_RETRIES)
     return step(*args, **kwargs)
 
 

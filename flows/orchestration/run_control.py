@@ -9,6 +9,17 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+from prefect.client.schemas.sorting import FlowRunSort
+from prefect.events.filters import (
+    EventFilter,
+    EventNameFilter,
+    EventOccurredFilter,
+    EventResourceFilter,
+)
+from prefect.exceptions import ObjectNotFound
+from prefect.settings import PREFECT_API_URL, temporary_settings
 from pydantic import BaseModel
 
 from hybridops.tasks.core.settings import Settings
@@ -56,9 +67,6 @@ def run_info(settings: Settings, run, deployment: str | None = None) -> RunInfo:
 @contextmanager
 def prefect_client(settings: Settings) -> Iterator:
     """A sync Prefect client for the server these settings name (whatever PREFECT_API_URL says)."""
-    from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
     with temporary_settings(updates={PREFECT_API_URL: settings.prefect_api_url}):
         with get_client(sync_client=True) as client:
             yield client
@@ -66,8 +74,6 @@ def prefect_client(settings: Settings) -> Iterator:
 
 def start_run(settings: Settings, full_name: str, parameters: dict[str, Any] | None = None) -> RunInfo:
     """Create a run of `flow/deployment` now (the served runner picks it up within its poll interval)."""
-    from prefect.exceptions import ObjectNotFound
-
     with prefect_client(settings) as client:
         try:
             deployment = client.read_deployment_by_name(full_name)
@@ -97,9 +103,6 @@ def wait_for_run(settings: Settings, run_id: UUID, timeout: float = 3600, poll: 
 
 def deployment_runs(settings: Settings, full_name: str, since: datetime | None = None) -> list[RunInfo]:
     """Runs of one deployment, oldest first (optionally only those created after `since`)."""
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
-    from prefect.client.schemas.sorting import FlowRunSort
-
     with prefect_client(settings) as client:
         deployment = client.read_deployment_by_name(full_name)
         runs = client.read_flow_runs(
@@ -129,8 +132,6 @@ def wait_for_new_run(
 
 def read_events(settings: Settings, event: str, resource_id: str, since: datetime) -> list:
     """Events of one name and resource since a time, oldest first (from the server's event store)."""
-    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
-
     flt = EventFilter(
         occurred=EventOccurredFilter(since=since),
         event=EventNameFilter(name=[event]),

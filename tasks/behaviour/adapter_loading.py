@@ -12,9 +12,10 @@ import tempfile
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from hybridops.tasks.behaviour.adapters import (
+    AdapterError,
     AdapterIntegrityError,
     version_key,
     base_model_ref,
@@ -76,21 +77,42 @@ def load_version_model(settings: Settings, version: str | None):
     return load_adapter_model(settings, version) if version else load_base_model(settings)
 
 
-def load_champion_model(settings: Settings):
-    """(model, tokenizer, version) for answering: the champion adapter, or the base model when there is none.
+class ChampionModel(NamedTuple):
+    """The answering model; `warning` says why the base model stands in for a champion that cannot be used."""
 
-    A champion that fails verification is refused; the base model is used instead only when
-    settings.allow_base_fallback is set (version is then None)."""
-    version = champion_version(settings)
-    if version is None:
-        model, tokenizer = load_base_model(settings)
-        return model, tokenizer, None
+    model: Any
+    tokenizer: Any
+    version: str | None
+    warning: str | None = None
+
+
+def load_champion(settings: Settings) -> ChampionModel:
+    """The champion adapter, or the base model when there is none.
+
+    A champion that cannot be used (corrupt or empty pointer, corrupt or missing manifest, files failing
+    verification, another base model) is refused: with settings.allow_base_fallback the base model answers
+    instead (version None, with a warning), otherwise it raises AdapterIntegrityError (exit 4)."""
+    version = None
     try:
+        version = champion_version(settings)
+        if version is None:
+            model, tokenizer = load_base_model(settings)
+            return ChampionModel(model, tokenizer, None)
         model, tokenizer = load_adapter_model(settings, version)
-    except AdapterIntegrityError as exc:
+        return ChampionModel(model, tokenizer, version)
+    except AdapterError as exc:  # every registry refusal; ChampionPointerError included
+        problem = str(exc) if version is None else f"champion adapter {version} cannot be used: {exc}"
         if not settings.allow_base_fallback:
-            raise
-        log.warning("champion adapter refused, answering with the base model: %s", exc)
+            if isinstance(exc, AdapterIntegrityError):
+                raise
+            raise AdapterIntegrityError(problem) from exc
+        warning = f"{problem}; answering with the base model (allow_base_fallback)"
+        log.warning("%s", warning)
         model, tokenizer = load_base_model(settings)
-        return model, tokenizer, None
-    return model, tokenizer, version
+        return ChampionModel(model, tokenizer, None, warning)
+
+
+def load_champion_model(settings: Settings):
+    """(model, tokenizer, version) for answering: `load_champion` without the warning."""
+    loaded = load_champion(settings)
+    return loaded.model, loaded.tokenizer, loaded.version

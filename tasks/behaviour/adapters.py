@@ -9,17 +9,18 @@ adapter_loading.py's job (it needs torch/peft; the registry itself does not).
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hybridops.tasks.behaviour.llm import prepare_base_model
 from hybridops.tasks.behaviour.training import ADAPTER_FILES, TrainConfig, TrainResult
-from hybridops.tasks.core.errors import HybridopsError, IntegrityError
+from hybridops.tasks.core.errors import ConflictError, HybridopsError, IntegrityError
 from hybridops.tasks.core.object_store import ObjectStore, artifact_store
 from hybridops.tasks.core.settings import Settings
 
@@ -29,6 +30,8 @@ MANIFEST = "manifest.json"
 # Formats that unpickle on load (arbitrary code execution); the registry never loads them.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
+log = logging.getLogger(__name__)
+
 
 class AdapterError(HybridopsError):
     """A registry operation could not be done (unknown version, nothing to roll back to...)."""
@@ -36,6 +39,23 @@ class AdapterError(HybridopsError):
 
 class AdapterIntegrityError(AdapterError, IntegrityError):
     """An adapter's files do not match its manifest or are in a refused format: it is never loaded."""
+
+
+class ChampionPointerError(AdapterIntegrityError):
+    """adapters/CHAMPION.json is empty or unreadable: `ask` may fall back to the base model; `adapters promote`
+    and `adapters rollback` repair it (a corrupt pointer counts as one without history)."""
+
+
+class ChampionMovedError(AdapterError, ConflictError):
+    """Compare-and-swap lost: the champion is no longer the one the challenger was judged against."""
+
+
+def check_file_name(name: str) -> str:
+    """A manifest's file name must be a plain name: no path separators, no '..', not absolute, not empty."""
+    if (not isinstance(name, str) or not name.strip() or name in (".", "..") or "/" in name or "\\" in name
+            or "\x00" in name or Path(name).is_absolute() or Path(name).name != name):
+        raise ValueError(f"invalid file name {name!r} in manifest (plain names only)")
+    return name
 
 
 class FileDigest(BaseModel):
@@ -75,7 +95,16 @@ class AdapterManifest(BaseModel):
     parent: str | None = Field(None, description="champion when this version was trained")
     eval_scores: dict[str, float] = Field(default_factory=dict, description="check -> pass rate")
     eval_n: int | None = None
-    decision: dict[str, Any] | None = None
+    decision: dict[str, Any] | None = Field(
+        None, description="promotion decision; None = registered but not decided yet (a retrain that died "
+        "between registering and deciding; the next retrain on the same data decides it)")
+
+    @field_validator("files")
+    @classmethod
+    def _plain_file_names(cls, files: dict[str, FileDigest]) -> dict[str, FileDigest]:
+        for name in files:
+            check_file_name(name)
+        return files
 
 
 class ChampionEntry(BaseModel):
@@ -215,18 +244,73 @@ def show(settings: Settings, version: str, store: ObjectStore | None = None) -> 
         raw = store.get(version_key(version, MANIFEST))
     except KeyError:
         raise AdapterError(f"no adapter version {version!r} in {store.uri}") from None
-    return AdapterManifest.model_validate_json(raw)
+    return parse_manifest(version, raw)
+
+
+def parse_manifest(version: str, raw: bytes) -> AdapterManifest:
+    """A stored manifest, checked: valid JSON of the schema, plain file names, its own version id."""
+    try:
+        manifest = AdapterManifest.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ())) or "manifest"
+        raise AdapterIntegrityError(
+            f"adapter {version}: manifest is corrupt ({where}: {first.get('msg', exc)})") from None
+    if manifest.version != version:
+        raise AdapterIntegrityError(f"adapter {version}: manifest names version {manifest.version!r}")
+    return manifest
+
+
+class InvalidVersion(BaseModel):
+    """A version whose manifest cannot be used (corrupt JSON, unsafe file names...): listed, never loaded."""
+
+    version: str
+    reason: str
+
+
+def scan_versions(settings: Settings, store: ObjectStore | None = None
+                  ) -> tuple[list[AdapterManifest], list[InvalidVersion]]:
+    """All complete versions (oldest first) and the ones whose manifest does not verify (by version id)."""
+    store = store or artifact_store(settings)
+    manifests: list[AdapterManifest] = []
+    invalid: list[InvalidVersion] = []
+    for info in store.list(PREFIX):
+        parts = info.key[len(PREFIX):].split("/")
+        if len(parts) != 2 or parts[1] != MANIFEST:
+            continue
+        try:
+            manifests.append(parse_manifest(parts[0], store.get(info.key)))
+        except KeyError:  # deleted while listing
+            continue
+        except HybridopsError as exc:
+            invalid.append(InvalidVersion(version=parts[0], reason=str(exc)))
+    manifests.sort(key=lambda m: (m.created_at, m.version))
+    invalid.sort(key=lambda v: v.version)
+    return manifests, invalid
 
 
 def list_versions(settings: Settings, store: ObjectStore | None = None) -> list[AdapterManifest]:
-    """All complete versions, oldest first."""
+    """All complete versions with a valid manifest, oldest first (invalid ones: see scan_versions)."""
+    manifests, invalid = scan_versions(settings, store)
+    for bad in invalid:
+        log.warning("skipping adapter %s: %s", bad.version, bad.reason)
+    return manifests
+
+
+def undecided_challenger(settings: Settings, dataset_fingerprint: str,
+                         store: ObjectStore | None = None) -> AdapterManifest | None:
+    """The newest version trained on this data that no run decided on (its retrain died after registering it).
+
+    A version without a decision that is (or was) the champion was promoted by hand, so it is not pending."""
     store = store or artifact_store(settings)
-    manifests = [
-        AdapterManifest.model_validate_json(store.get(info.key))
-        for info in store.list(PREFIX)
-        if info.key.endswith("/" + MANIFEST)
-    ]
-    return sorted(manifests, key=lambda m: (m.created_at, m.version))
+    try:
+        pointer = champion(settings, store)
+    except ChampionPointerError:
+        pointer = None
+    known = {e.version for e in ([pointer.current, *pointer.history] if pointer else [])}
+    pending = [m for m in list_versions(settings, store)
+               if m.decision is None and m.dataset_fingerprint == dataset_fingerprint and m.version not in known]
+    return pending[-1] if pending else None
 
 
 def record_evaluation(
@@ -244,11 +328,29 @@ def record_evaluation(
 # Champion pointer -----------------------------------------------------------------------------------------
 
 def champion(settings: Settings, store: ObjectStore | None = None) -> ChampionPointer | None:
-    """The champion pointer, or None when no adapter was ever promoted (answers use the base model)."""
+    """The champion pointer, or None when no adapter was ever promoted (answers use the base model).
+
+    Raises ChampionPointerError when the pointer exists but is empty or unreadable."""
     store = store or artifact_store(settings)
     try:
-        return ChampionPointer.model_validate_json(store.get(CHAMPION_KEY))
+        raw = store.get(CHAMPION_KEY)
     except KeyError:
+        return None
+    try:
+        return ChampionPointer.model_validate_json(raw)
+    except ValidationError as exc:
+        what = "empty" if not raw.strip() else f"corrupt ({exc.errors()[0].get('msg') if exc.errors() else exc})"
+        raise ChampionPointerError(
+            f"the champion pointer {CHAMPION_KEY} is {what}; repair it with `hybridops adapters promote VERSION` "
+            "or `hybridops adapters rollback` (back to the base model)") from None
+
+
+def _champion_or_none(settings: Settings, store: ObjectStore) -> ChampionPointer | None:
+    """The pointer for moving it: a corrupt one counts as no pointer (no history), with a warning."""
+    try:
+        return champion(settings, store)
+    except ChampionPointerError as exc:
+        log.warning("%s; replacing it", exc)
         return None
 
 
@@ -257,12 +359,31 @@ def champion_version(settings: Settings, store: ObjectStore | None = None) -> st
     return pointer.version if pointer else None
 
 
+_ANY: Any = object()  # promote(expected_champion=...) default: no compare-and-swap
+
+
 def promote(settings: Settings, version: str, reason: str, scores: dict[str, float] | None = None,
-            store: ObjectStore | None = None) -> ChampionPointer:
-    """Make `version` the champion; it must verify first. The pointer is replaced atomically."""
+            store: ObjectStore | None = None, *, expected_champion: str | None = _ANY) -> ChampionPointer:
+    """Make `version` the champion; it must verify first. The pointer is replaced atomically.
+
+    With `expected_champion` (a version, or None for the base model) this is a compare-and-swap: when the
+    pointer no longer names that champion (moved by hand, or by a run that took over a stale lock) it raises
+    ChampionMovedError and nothing changes. A corrupt pointer is replaced (as if there was none) only
+    without `expected_champion`."""
     store = store or artifact_store(settings)
     manifest = verify(settings, version, store)
-    pointer = champion(settings, store)
+    if expected_champion is _ANY:
+        pointer = _champion_or_none(settings, store)
+    else:
+        try:
+            pointer = champion(settings, store)
+        except ChampionPointerError as exc:
+            raise ChampionMovedError(f"champion changed during the run: {exc}") from None
+        current = pointer.version if pointer else None
+        if current != expected_champion:
+            raise ChampionMovedError(
+                f"champion changed during the run: it is {current or 'the base model'}, the challenger was "
+                f"judged against {expected_champion or 'the base model'}")
     if pointer and pointer.version == version:
         raise AdapterError(f"{version} is already the champion")
     history = (pointer.history + [pointer.current]) if pointer else [
@@ -276,9 +397,18 @@ def promote(settings: Settings, version: str, reason: str, scores: dict[str, flo
 
 
 def rollback(settings: Settings, reason: str = "manual rollback", store: ObjectStore | None = None) -> ChampionPointer:
-    """Restore the previous champion from the pointer history (it may be the bare base model)."""
+    """Restore the previous champion from the pointer history (it may be the bare base model).
+
+    A corrupt pointer has no usable history: it is reset to the base model (a valid pointer again)."""
     store = store or artifact_store(settings)
-    pointer = champion(settings, store)
+    try:
+        pointer = champion(settings, store)
+    except ChampionPointerError as exc:
+        log.warning("%s; resetting it to the base model", exc)
+        new = ChampionPointer(current=ChampionEntry(
+            version=None, at=datetime.now(UTC), reason=f"{reason} (champion pointer was corrupt: reset to the base model)"))
+        store.put(CHAMPION_KEY, new.model_dump_json(indent=2).encode())
+        return new
     if not pointer or not pointer.history:
         raise AdapterError("nothing to roll back to: no previous champion")
     previous = pointer.history[-1]
@@ -306,8 +436,17 @@ def fetch_verified(store: ObjectStore, manifest: AdapterManifest, dest: Path) ->
     extra = sorted(present - listed)
     if extra:
         raise AdapterIntegrityError(f"adapter {version}: files not in the manifest: {extra}")
+    try:  # manifest objects built in code skip the model's validator: check names again
+        for name in listed:
+            check_file_name(name)
+    except ValueError as exc:
+        raise AdapterIntegrityError(f"adapter {version}: {exc}") from None
     dest.mkdir(parents=True, exist_ok=True)
+    root = dest.resolve()
     for name, expected in sorted(manifest.files.items()):
+        target = (dest / name).resolve()
+        if target.parent != root:  # never write outside dest (symlinks included)
+            raise AdapterIntegrityError(f"adapter {version}: file {name!r} would be written outside {dest}")
         try:
             data = store.get(version_key(version, name))
         except KeyError:
@@ -318,7 +457,7 @@ def fetch_verified(store: ObjectStore, manifest: AdapterManifest, dest: Path) ->
                 f"adapter {version}: {name} fails verification (sha256 {actual[:12]}… != manifest "
                 f"{expected.sha256[:12]}…); refusing to load a tampered adapter"
             )
-        (dest / name).write_bytes(data)
+        target.write_bytes(data)
     return dest
 
 
@@ -335,6 +474,8 @@ def manifest_summary(manifest: AdapterManifest, champion: str | None) -> dict[st
     """One row of `adapters list`."""
     return {
         "version": manifest.version,
+        "valid": True,
+        "reason": None,
         "created_at": manifest.created_at.isoformat(),
         "champion": manifest.version == champion,
         "parent": manifest.parent,
@@ -343,4 +484,14 @@ def manifest_summary(manifest: AdapterManifest, champion: str | None) -> dict[st
         "final_loss": manifest.train.final_loss,
         "eval_scores": manifest.eval_scores,
         "promoted": (manifest.decision or {}).get("promote"),
+        "decided": manifest.decision is not None,
+    }
+
+
+def invalid_summary(bad: InvalidVersion, champion: str | None) -> dict[str, Any]:
+    """The `adapters list` row of a version whose manifest does not verify."""
+    return {
+        "version": bad.version, "valid": False, "reason": bad.reason, "created_at": None,
+        "champion": bad.version == champion, "parent": None, "dataset_fingerprint": None, "steps": None,
+        "final_loss": None, "eval_scores": {}, "promoted": None, "decided": None,
     }

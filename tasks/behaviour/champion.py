@@ -6,7 +6,15 @@ the middle of a retrain comparing against the champion it is about to replace.
 
 from __future__ import annotations
 
-from hybridops.tasks.behaviour.adapters import ChampionPointer, champion_version, promote, rollback, show
+from hybridops.tasks.behaviour.adapters import (
+    ChampionPointer,
+    ChampionPointerError,
+    champion_version,
+    promote,
+    record_evaluation,
+    rollback,
+    show,
+)
 from hybridops.tasks.behaviour.retrain import RetrainOutcome
 from hybridops.tasks.core.locks import namespace_lock
 from hybridops.tasks.core.settings import Settings
@@ -35,8 +43,17 @@ def promote_champion(settings: Settings, version: str, reason: str = "manual pro
     announce it with the same `hybridops.adapter.promoted` event a retrain's promotion sends."""
     reporter = reporter or QuietReporter()
     with namespace_lock(settings, "adapters", "promote", on_wait=_waiting(reporter)):
-        previous = champion_version(settings)
-        pointer = promote(settings, version, reason=reason)
+        try:
+            previous = champion_version(settings)
+            pointer = promote(settings, version, reason=reason, expected_champion=previous)
+        except ChampionPointerError as exc:  # treated as no history: promote writes a fresh, valid pointer
+            reporter.stage(f"warning: {exc}")
+            previous = None
+            pointer = promote(settings, version, reason=reason)
+        manifest = show(settings, version)
+        if manifest.decision is None:  # a manual promotion is the decision: no retrain picks it up as pending
+            record_evaluation(settings, version, manifest.eval_scores, manifest.eval_n or 0,
+                              {"promote": True, "reason": reason, "manual": True})
     outcome = RetrainOutcome(version=version, promoted=True, reason=reason, champion_version=previous,
-                             challenger=show(settings, version).eval_scores)
+                             challenger=manifest.eval_scores)
     return pointer, outcome

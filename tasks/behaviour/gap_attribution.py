@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from hybridops.tasks.behaviour.checks import content_words
 from hybridops.tasks.behaviour.prompting import Passage
-from hybridops.tasks.behaviour.suite import Case, CaseResult, EvalReport, Suite, evaluate_case
+from hybridops.tasks.behaviour.suite import Case, CaseResult, EvalReport, Suite, evaluate_cases
 from hybridops.tasks.core.settings import Settings
 from hybridops.tasks.knowledge.search import chunks_for_docs
 
@@ -83,22 +83,22 @@ def attribute_gaps(
     tokenizer,
     oracle_fetch: OracleFetch | None = None,
 ) -> list[GapAttribution]:
-    """Attribute every failing case; re-asks the model with oracle context where retrieval found the gold docs."""
+    """Attribute every failing case; re-asks the model with oracle context where retrieval found the gold docs
+    (the re-asks are generated in batches of settings.eval_batch_tokens, like the suite run)."""
     if oracle_fetch is None:
         def oracle_fetch(doc_ids: Sequence[str]) -> Sequence[Passage]:
             return chunks_for_docs(settings, list(doc_ids))
 
     cases: dict[str, Case] = {case.id: case for case in suite.cases}
+    judged = [(result, cases[result.case_id]) for result in report.cases if result.case_id in cases]
+    # the oracle contexts are fetched per case, then every re-ask is answered in generation batches
+    reasks = [(case, oracle_passages(case.question, oracle_fetch(case.gold_docs), settings.search_k))
+              for result, case in judged if needs_oracle(result) and not case.refusal]
+    oracles = {result.case_id: result
+               for result in evaluate_cases(settings, suite, reasks, model, tokenizer)} if reasks else {}
     gaps = []
-    for result in report.cases:
-        case = cases.get(result.case_id)
-        if case is None:
-            continue
-        oracle = None
-        if needs_oracle(result) and not case.refusal:
-            passages = oracle_passages(case.question, oracle_fetch(case.gold_docs), settings.search_k)
-            oracle = evaluate_case(settings, suite, case, passages, model, tokenizer)
-        gap = classify(result, case.refusal, oracle)
+    for result, case in judged:
+        gap = classify(result, case.refusal, oracles.get(case.id))
         if gap is not None:
             gaps.append(gap)
     return gaps

@@ -10,7 +10,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,27 +92,105 @@ def load_base_model(settings: Settings, fresh: bool = False) -> tuple[Any, Any]:
 
 
 def generate_chat(model: Any, tokenizer: Any, messages: list[dict], max_new_tokens: int) -> str:
-    """Greedy (deterministic) reply to chat `messages` via the tokenizer's chat template; only the new text."""
+    """Greedy (deterministic) reply to chat `messages` via the tokenizer's chat template; only the new text.
+
+    The batch path with one conversation: one code path, and a batch of one has no padding at all."""
+    return generate_chat_batch(model, tokenizer, [messages], max_new_tokens, batch_tokens=0)[0]
+
+
+def generate_chat_batch(
+    model: Any,
+    tokenizer: Any,
+    conversations: Sequence[list[dict]],
+    max_new_tokens: int,
+    batch_tokens: int = 0,
+    on_batch: Callable[[list[int], list[str]], None] | None = None,
+) -> list[str]:
+    """Greedy replies to many chat conversations, in their order; each reply equals `generate_chat`'s.
+
+    Prompts are tokenized one by one exactly as a single call would, grouped by `plan_batches` (similar
+    lengths together, rows x (longest prompt + max_new_tokens) <= batch_tokens; 0 = one prompt per call),
+    LEFT-padded by hand (the tokenizer's padding_side is never touched) with an attention mask, from which
+    `generate` derives the position ids, so every row sees the positions it would see alone. Each row stops at
+    its own EOS (generate pads finished rows); the reply is cut at the first EOS, as a single call ends there.
+    `on_batch(indices, replies)` is called after each batch (indices into `conversations`).
+    """
     import torch
     from transformers import GenerationConfig
 
-    if not messages:
-        raise ValueError("generate_chat needs at least one message")
     if not getattr(tokenizer, "chat_template", None):
         raise ModelError("this tokenizer has no chat template; use an instruct/chat model")
-    inputs = tokenizer.apply_chat_template(
-        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
-    ).to(model.device)
-    config = GenerationConfig(
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        eos_token_id=model.generation_config.eos_token_id or tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
-    )
-    with torch.inference_mode():
-        output = model.generate(**inputs, generation_config=config)
-    new_tokens = output[0, inputs["input_ids"].shape[1] :]
-    return tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+    prompts = []
+    for messages in conversations:
+        if not messages:
+            raise ValueError("generate_chat needs at least one message per conversation")
+        prompts.append(chat_prompt_ids(tokenizer, messages))
+    eos = model.generation_config.eos_token_id or tokenizer.eos_token_id
+    eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos])
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos, pad_token_id=pad_id)
+    replies: list[str] = [""] * len(prompts)
+    for batch in plan_batches([len(p) for p in prompts], batch_tokens, max_new_tokens):
+        width = max(len(prompts[i]) for i in batch)
+        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, i in enumerate(batch):
+            ids = prompts[i]
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, width - len(ids) :] = 1
+        with torch.inference_mode():
+            output = model.generate(
+                input_ids=input_ids.to(model.device),
+                attention_mask=attention_mask.to(model.device),
+                generation_config=config,
+            )
+        texts = []
+        for row, i in enumerate(batch):
+            new_tokens = _until_eos(output[row, width:].tolist(), eos_ids)
+            replies[i] = tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+            texts.append(replies[i])
+        if on_batch is not None:
+            on_batch(list(batch), texts)
+    return replies
+
+
+def plan_batches(lengths: Sequence[int], batch_tokens: int, max_new_tokens: int) -> list[list[int]]:
+    """Indices of prompts grouped for batched generation, every index exactly once.
+
+    Sorted by prompt length (ties in input order) so a batch pads little; a batch grows while
+    rows x (its longest prompt + max_new_tokens) stays <= batch_tokens (the KV cache and the padded
+    attention a batch needs scale with that). A prompt over the budget on its own still gets a batch of one;
+    batch_tokens <= 0 means one prompt per batch in input order (the sequential path)."""
+    if batch_tokens <= 0:
+        return [[i] for i in range(len(lengths))]
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda j: (lengths[j], j)):
+        longest = lengths[i]  # ascending order: the newest prompt is the batch's longest
+        if current and (len(current) + 1) * (longest + max_new_tokens) > batch_tokens:
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def chat_prompt_ids(tokenizer: Any, messages: list[dict]) -> list[int]:
+    """The prompt's token ids exactly as a single chat-template call produces them."""
+    encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)
+    ids = encoded["input_ids"]
+    if ids and isinstance(ids[0], list):  # some tokenizer versions return a batch of one
+        ids = ids[0]
+    return list(ids)
+
+
+def _until_eos(tokens: list[int], eos_ids: set[int]) -> list[int]:
+    """New tokens up to (and without) the first EOS; generate fills a finished row with padding after it."""
+    for position, token in enumerate(tokens):
+        if token in eos_ids:
+            return tokens[:position]
+    return tokens
 
 
 def base_model_info(settings: Settings) -> dict[str, Any]:

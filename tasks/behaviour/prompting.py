@@ -21,6 +21,11 @@ SYSTEM_PROMPT = (
 
 HOUSE_KEYS = frozenset({"answer", "sources"})
 _FENCE = re.compile(r"```[a-zA-Z0-9_-]*\s*\n?(.*?)```", re.DOTALL)
+# Documents are data, not instructions: inside a passage's text, whatever could pass for the prompt's own
+# structure is neutralised (see neutralise_passage_text). Ordinary text never matches, so prompts of normal
+# passages stay byte-identical to the ones the adapters were trained on.
+_CHAT_CONTROL = re.compile(r"<\|+|\|+>")  # '<|im_start|>', '<|im_end|>', '<|eot_id|>' ... (chat-template tokens)
+_PROMPT_MARKER = re.compile(r"(\(\s*doc|\b(?:question|context))(?:\s*:)+", re.IGNORECASE)
 
 
 class Passage(Protocol):
@@ -30,11 +35,25 @@ class Passage(Protocol):
     text: str
 
 
+def neutralise_passage_text(text: str) -> str:
+    """A passage's text as one line that cannot pose as prompt structure.
+
+    Whitespace (every kind str.split knows, so every line break) collapses to single spaces: a passage can
+    never start a line, and so never a header line `[n] (doc: id)` or a `Question:` line. On top, the
+    prompt's markers lose their colon wherever they occur in the text (`(doc: x)` -> `(doc x)`,
+    `Question:` -> `Question`, `Context:` -> `Context`), and chat-template control tokens lose their pipes
+    (`<|im_start|>` -> `<im_start>`), which tokenizers would otherwise read as real turn boundaries.
+    """
+    text = " ".join(text.split())
+    text = _CHAT_CONTROL.sub(lambda m: "<" if m.group().startswith("<") else ">", text)
+    return _PROMPT_MARKER.sub(r"\1", text)
+
+
 def format_context(passages: Sequence[Passage], max_chars: int | None = None) -> str:
-    """Numbered passages, each headed by its doc id so the model can cite it."""
+    """Numbered passages, each headed by its doc id so the model can cite it; the text is data (neutralised)."""
     blocks = []
     for number, passage in enumerate(passages, start=1):
-        text = " ".join(passage.text.split())
+        text = neutralise_passage_text(passage.text)
         if max_chars is not None and len(text) > max_chars:
             text = text[:max_chars].rstrip() + " ..."
         blocks.append(f"[{number}] (doc: {passage.doc_id})\n{text}")

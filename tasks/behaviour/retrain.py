@@ -15,13 +15,16 @@ from pydantic import BaseModel
 
 from hybridops.tasks.behaviour.adapter_loading import load_version_model
 from hybridops.tasks.behaviour.adapters import (
+    AdapterIntegrityError,
     AdapterManifest,
+    ChampionMovedError,
     base_model_ref,
     champion_version,
     list_versions,
     promote,
     record_evaluation,
     register,
+    undecided_challenger,
     verify,
 )
 from hybridops.tasks.behaviour.eval_history import record_baseline
@@ -121,18 +124,30 @@ def evaluate(settings: Settings, suite: Suite, version: str | None, retrieve, re
                      progress=lambda done, total, _case: reporter.progress(label, done, total))
 
 
-def apply_decision(
-    settings: Settings, manifest: AdapterManifest, challenger: EvalReport, decision: PromotionDecision
-) -> bool:
-    """Record scores, decision and drift baseline of the challenger; promote it when the decision says so.
+CHAMPION_CHANGED = "champion changed during the run"
 
-    The baseline is kept even for a rejected challenger, so a later manual promotion has one."""
+
+def apply_decision(
+    settings: Settings, manifest: AdapterManifest, challenger: EvalReport, decision: PromotionDecision,
+    incumbent: str | None = None,
+) -> PromotionDecision:
+    """Promote the challenger when the decision says so, then record its scores, final decision and drift
+    baseline (the baseline is kept even for a rejected challenger, so a later manual promotion has one).
+
+    The promotion is a compare-and-swap against `incumbent`, the champion the challenger was judged
+    against: if the pointer moved meanwhile, nothing is promoted and the decision becomes a rejection.
+    Promoting first and recording last means a run that dies in between leaves either an undecided
+    challenger (picked up by the next retrain) or a promoted champion (not pending), never a recorded
+    "promote" that did not happen."""
+    if decision.promote:
+        try:
+            promote(settings, manifest.version, decision.reason, challenger.pass_rates(),
+                    expected_champion=incumbent)
+        except ChampionMovedError as exc:
+            decision = decision.model_copy(update={"promote": False, "reason": str(exc)})  # "champion changed during the run: ..."
     record_evaluation(settings, manifest.version, challenger.pass_rates(), challenger.n, decision.model_dump())
     record_baseline(settings, challenger)
-    if not decision.promote:
-        return False
-    promote(settings, manifest.version, decision.reason, challenger.pass_rates())
-    return True
+    return decision
 
 
 def load_held_out_suite(settings: Settings, path: Path | None) -> Suite:
@@ -161,7 +176,9 @@ def _retrain(settings: Settings, request: RetrainRequest, step: Step, reporter: 
     reporter.stage("building training data")
     data = step(build_data, settings, request.include_interactions)
     dataset = {**data.counts, "fingerprint": data.fingerprint, "origins": data.origins}
-    skip = skip_reason(settings, data, request.drifted, request.force)
+    # A run that died after registering its challenger left it undecided: decide that one, do not train again.
+    pending = undecided_challenger(settings, data.fingerprint) if len(data.train) else None
+    skip = None if pending else skip_reason(settings, data, request.drifted, request.force)
     if skip:
         return RetrainOutcome(version=None, promoted=False, skipped=True, reason=skip, drifted=request.drifted,
                               dataset=dataset, champion_version=champion_version(settings))
@@ -170,9 +187,20 @@ def _retrain(settings: Settings, request: RetrainRequest, step: Step, reporter: 
     incumbent = champion_version(settings)
     if incumbent:
         verify(settings, incumbent)  # a tampered champion stops the run here, with a clear error
-    cfg = TrainConfig.from_settings(settings, **({"steps": request.steps} if request.steps else {}))
-    reporter.stage(f"training a LoRA challenger: {cfg.steps} steps on {len(data.train)} examples")
-    manifest = step(train_challenger, settings, data, cfg, reporter)
+    if pending:
+        try:
+            verify(settings, pending.version)
+        except AdapterIntegrityError as exc:  # decided for good (refused), so it never blocks a later run
+            record_evaluation(settings, pending.version, {}, 0, {"promote": False, "reason": f"refused: {exc}"})
+            reporter.stage(f"undecided challenger {pending.version} refused: {exc}")
+            pending = None
+    if pending:
+        reporter.stage(f"resuming undecided challenger {pending.version} (its run ended before deciding)")
+        manifest = pending
+    else:
+        cfg = TrainConfig.from_settings(settings, **({"steps": request.steps} if request.steps else {}))
+        reporter.stage(f"training a LoRA challenger: {cfg.steps} steps on {len(data.train)} examples")
+        manifest = step(train_challenger, settings, data, cfg, reporter)
 
     retrieve = make_retriever(settings)  # memoised: both models see exactly the same passages
     reporter.stage(f"evaluating challenger {manifest.version} and champion {incumbent or 'base model'}")
@@ -180,7 +208,8 @@ def _retrain(settings: Settings, request: RetrainRequest, step: Step, reporter: 
     champion = step(evaluate, settings, suite, incumbent, retrieve, reporter)
 
     decision = decide(challenger.pass_rates(), champion.pass_rates(), request.drifted, settings.promotion_tolerance)
-    promoted = step(apply_decision, settings, manifest, challenger, decision)
+    decision = step(apply_decision, settings, manifest, challenger, decision, incumbent)
+    promoted = decision.promote
     reporter.stage(("promoted " if promoted else "rejected ") + f"{manifest.version}: {decision.reason}")
     return RetrainOutcome(
         version=manifest.version, promoted=promoted, reason=decision.reason,

@@ -13,10 +13,11 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from hybridops.tasks.behaviour.answer import respond
+from hybridops.tasks.behaviour.answer import Generated, respond
 from hybridops.tasks.behaviour.checks import CHECKS, DEFAULT_BANNED_PHRASES, DEFAULT_MAX_CHARS, CheckInput, run_checks
 from hybridops.tasks.behaviour.interactions import sample_recent
-from hybridops.tasks.behaviour.prompting import Passage
+from hybridops.tasks.behaviour.llm import generate_chat_batch
+from hybridops.tasks.behaviour.prompting import Passage, build_messages, parse_reply
 from hybridops.tasks.core.errors import BadInputError
 from hybridops.tasks.core.settings import PROJECT_ROOT, Settings
 from hybridops.tasks.knowledge.search import search
@@ -203,7 +204,47 @@ def evaluate_case(
     settings: Settings, suite: Suite, case: Case, passages: Sequence[Passage], model, tokenizer
 ) -> CaseResult:
     """Answer one case from the given passages and run its checks."""
-    generated = respond(model, tokenizer, case.question, passages, settings)
+    return checked_result(settings, suite, case, passages, respond(model, tokenizer, case.question, passages, settings))
+
+
+def evaluate_cases(
+    settings: Settings,
+    suite: Suite,
+    items: Sequence[tuple[Case, Sequence[Passage]]],
+    model,
+    tokenizer,
+    on_result: Callable[[int, CaseResult], None] | None = None,
+) -> list[CaseResult]:
+    """Answer many (case, passages) pairs in generation batches and run their checks; results in input order.
+
+    Each reply equals the one `evaluate_case` gets (batched greedy decoding, see llm.generate_chat_batch);
+    settings.eval_batch_tokens sizes the batches (0 = one at a time). `on_result(index, result)` fires for
+    every case of a batch as soon as that batch is done. A case's latency_ms is its batch's generation time
+    divided by the batch's size (the amortised cost per answer)."""
+    conversations = [build_messages(case.question, passages) for case, passages in items]
+    results: list[CaseResult | None] = [None] * len(items)
+    clock = time.perf_counter()
+
+    def batch_done(indices: list[int], raws: list[str]) -> None:
+        nonlocal clock
+        per_case_ms = (time.perf_counter() - clock) * 1000 / len(indices)
+        for index, raw in zip(indices, raws):
+            case, passages = items[index]
+            generated = Generated(reply=parse_reply(raw), latency_ms=per_case_ms)
+            results[index] = checked_result(settings, suite, case, passages, generated)
+            if on_result:
+                on_result(index, results[index])
+        clock = time.perf_counter()
+
+    generate_chat_batch(model, tokenizer, conversations, settings.max_new_tokens,
+                        batch_tokens=settings.eval_batch_tokens, on_batch=batch_done)
+    return [result for result in results if result is not None]
+
+
+def checked_result(
+    settings: Settings, suite: Suite, case: Case, passages: Sequence[Passage], generated: Generated
+) -> CaseResult:
+    """One case's reply judged by its checks."""
     data = CheckInput(
         question=case.question,
         reply=generated.reply,
@@ -239,16 +280,24 @@ def run_suite(
     retrieve: Retrieve | None = None,
     progress: Progress | None = None,
 ) -> EvalReport:
-    """Answer every case with retrieved context, check the replies and aggregate pass rates."""
+    """Answer every case with retrieved context, check the replies and aggregate pass rates.
+
+    Retrieval runs per case first, then generation in batches (settings.eval_batch_tokens); `progress(done,
+    total, result)` fires per case as each batch completes (cases finish in batch order, not suite order;
+    the report lists them in suite order)."""
     retrieve = retrieve or make_retriever(settings)
     started = datetime.now(timezone.utc)
     clock = time.perf_counter()
-    results: list[CaseResult] = []
-    for index, case in enumerate(suite.cases, start=1):
-        result = evaluate_case(settings, suite, case, retrieve(case.question), model, tokenizer)
-        results.append(result)
+    items = [(case, retrieve(case.question)) for case in suite.cases]
+    done = 0
+
+    def case_done(_index: int, result: CaseResult) -> None:
+        nonlocal done
+        done += 1
         if progress:
-            progress(index, len(suite.cases), result)
+            progress(done, len(items), result)
+
+    results = evaluate_cases(settings, suite, items, model, tokenizer, on_result=case_done)
     return EvalReport(
         suite=suite.name,
         adapter_version=adapter_version,

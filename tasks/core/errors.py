@@ -12,6 +12,7 @@ class HybridopsError(Exception):
     """Root: an expected failure with a message meant for the operator."""
 
     exit_code = 1
+    transient = False  # worth a retry by a flow?
 
 
 class BadInputError(HybridopsError, ValueError):
@@ -24,6 +25,7 @@ class ServiceUnavailableError(HybridopsError):
     """Weaviate, the object store, the Prefect server or a model file could not be reached; a retry may help."""
 
     exit_code = 3
+    transient = True
 
 
 class IntegrityError(HybridopsError):
@@ -43,7 +45,10 @@ def is_transient(exc: BaseException) -> bool:
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, (ServiceUnavailableError, ConnectionError, TimeoutError)) or _library_transient(exc):
+        if isinstance(exc, HybridopsError):
+            if exc.transient:
+                return True
+        elif isinstance(exc, (ConnectionError, TimeoutError)) or _library_transient(exc):
             return True
         exc = exc.__cause__ or exc.__context__
     return False

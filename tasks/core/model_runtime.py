@@ -7,15 +7,17 @@ import importlib.util
 import logging
 import os
 from pathlib import Path
-from hybridops.tasks.core.errors import HybridopsError
+from hybridops.tasks.core.errors import ServiceUnavailableError
 
 log = logging.getLogger(__name__)
 
 _BF16_CPU_FLAGS = {"amx_bf16", "avx512_bf16"}
 
 
-class ModelError(HybridopsError):
-    """A model could not be found, converted or loaded; the message says what to do."""
+class ModelError(ServiceUnavailableError):
+    """A model could not be found, converted or loaded; the message says what to do (retrying will not)."""
+
+    transient = False
 
 
 def packaged_folder(module: str, wheel: str) -> Path:

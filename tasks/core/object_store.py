@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from hybridops.tasks.core.settings import Settings
-from hybridops.tasks.core.errors import ServiceUnavailableError
+from hybridops.tasks.core.errors import BadInputError, ServiceUnavailableError
 
 TEMP_MARK = ".hybridops-tmp-"
 
@@ -39,6 +39,15 @@ class ObjectStoreError(ServiceUnavailableError):
     """The store could not be reached or refused an operation."""
 
 
+class StoreRootUnavailable(ObjectStoreError):
+    """A folder store's root does not exist, is not a folder or cannot be listed (an unmounted disk, a typo):
+    never to be read as an empty store. Unavailable (exit 3, retried by flows): a mount can come back."""
+
+
+class BucketMissing(BadInputError):
+    """An S3 store's bucket does not exist or may not be listed; only `hybridops up` creates buckets."""
+
+
 class ObjectStore(Protocol):
     uri: str
 
@@ -47,6 +56,7 @@ class ObjectStore(Protocol):
     def put(self, key: str, data: bytes) -> None: ...
     def delete(self, key: str) -> None: ...
     def exists(self, key: str) -> bool: ...
+    def check_root(self) -> None: ...
 
 
 # Reason codes of landing-zone entries the folder store lists but never reads.
@@ -139,6 +149,20 @@ class FolderStore:
 
     def _real_root(self) -> str:
         return os.path.realpath(self.root)
+
+    def check_root(self) -> None:
+        """Raise StoreRootUnavailable unless the root is an existing folder this process can list."""
+        try:
+            with os.scandir(self.root) as entries:
+                next(entries, None)
+        except FileNotFoundError:
+            raise StoreRootUnavailable(f"{self.root} does not exist (an unmounted disk, or a typo in the "
+                                       f"setting?); nothing was read as deleted") from None
+        except NotADirectoryError:
+            raise StoreRootUnavailable(f"{self.root} is not a folder; nothing was read as deleted") from None
+        except OSError as exc:
+            raise StoreRootUnavailable(f"{self.root} cannot be listed ({exc.strerror or exc}); nothing was "
+                                       f"read as deleted") from None
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
@@ -243,12 +267,52 @@ class FolderStore:
             raise DocumentError(PERMISSION_DENIED, f"{key!r} cannot be read: permission denied") from None
 
     def put(self, key: str, data: bytes) -> None:
+        """Durable and atomic: a temp file in the same folder is written and fsynced, renamed over the key,
+        then the folder is fsynced (new folders too). Readers see the old or the new bytes, never a torn
+        file, also after a power cut; a write that fails at any point leaves no temp file behind."""
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        created = self._make_parents(path.parent)
         fd, tmp = tempfile.mkstemp(prefix=TEMP_MARK, dir=path.parent)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+        for folder in {path.parent, *(c.parent for c in created)}:
+            self._fsync_dir(folder)
+
+    @staticmethod
+    def _make_parents(folder: Path) -> list[Path]:
+        """mkdir -p, returning the folders it created (their parents need an fsync to keep them)."""
+        missing = []
+        while not folder.exists():
+            missing.append(folder)
+            folder = folder.parent
+        for each in reversed(missing):
+            each.mkdir(exist_ok=True)
+        return missing
+
+    @staticmethod
+    def _fsync_dir(folder: Path) -> None:
+        """Persist a folder's entries (a rename or a new file); a no-op where folders cannot be fsynced."""
+        try:
+            fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        except OSError:
+            return
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+                raise
+        finally:
+            os.close(fd)
 
     def delete(self, key: str) -> None:
         path = self._lexical(key)
@@ -323,12 +387,31 @@ class S3Store:
         return self.prefix + key
 
     def ensure_bucket(self) -> None:
+        """Create the bucket if it is missing: only `hybridops up` (and tests) call this explicitly."""
         from botocore.exceptions import ClientError
 
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except ClientError:
             self.client.create_bucket(Bucket=self.bucket)
+
+    def check_root(self) -> None:
+        """Raise BucketMissing unless the bucket exists and may be read (never creates it)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            _wrap(lambda: self.client.head_bucket(Bucket=self.bucket))
+        except ObjectStoreError as exc:
+            cause = exc.__cause__
+            code = cause.response.get("Error", {}).get("Code") if isinstance(cause, ClientError) else None
+            if code in {"404", "NoSuchBucket", "NotFound"}:
+                raise BucketMissing(f"bucket {self.bucket!r} of {self.uri} does not exist (a typo in the "
+                                    f"setting?); it is never created here, `hybridops up` creates the "
+                                    f"configured buckets") from None
+            if code in {"403", "AccessDenied", "Forbidden"}:
+                raise BucketMissing(f"bucket {self.bucket!r} of {self.uri} may not be read with these "
+                                    f"credentials") from None
+            raise
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         paginator = self.client.get_paginator("list_objects_v2")
@@ -377,14 +460,17 @@ def _wrap(call):
 
 
 def s3_client(settings: Settings):
+    """A boto3 S3 client: the configured keys, the built-in keys for the local MinIO, or (no keys set, any
+    other endpoint) boto3's default credential chain. Settings.s3_credentials decides and refuses misuse."""
     import boto3
     from botocore.config import Config
 
+    credentials = settings.s3_credentials()  # BadInputError before any request is made
+    keys = {"aws_access_key_id": credentials[0], "aws_secret_access_key": credentials[1]} if credentials else {}
     return boto3.client(
         "s3",
         endpoint_url=settings.s3_endpoint or None,
-        aws_access_key_id=settings.s3_access_key.get_secret_value(),
-        aws_secret_access_key=settings.s3_secret_key.get_secret_value(),
+        **keys,
         region_name=settings.s3_region,
         config=Config(
             retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30,
@@ -393,11 +479,13 @@ def s3_client(settings: Settings):
     )
 
 
-def open_store(uri: str, settings: Settings) -> ObjectStore:
-    """A folder path or s3://bucket/prefix -> the matching store."""
+def open_store(uri: str, settings: Settings, create_bucket: bool = False) -> ObjectStore:
+    """A folder path or s3://bucket/prefix -> the matching store. A missing bucket is created only when
+    asked (`hybridops up`): a mistyped landing bucket must fail, not appear empty."""
     if uri.startswith("s3://"):
         store = S3Store(uri, settings)
-        _wrap(store.ensure_bucket)
+        if create_bucket:
+            _wrap(store.ensure_bucket)
         return store
     return FolderStore(uri)
 

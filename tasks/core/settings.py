@@ -11,11 +11,19 @@ from urllib.parse import urlparse
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from hybridops.tasks.core.errors import BadInputError
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 """The checkout: data_contracts/ and examples/ live here beside the code."""
 
 PACKAGED_EMBEDDING_MODEL = "packaged:all-MiniLM-L6-v2"
 PACKAGED_LLM = "packaged:SmolLM2-135M-Instruct"
+
+LOCAL_MINIO_ACCESS_KEY = "hybridops"
+LOCAL_MINIO_SECRET_KEY = "hybridops-secret"
+"""The built-in keys of the MinIO `hybridops up` runs on 127.0.0.1. They are public (they are in this file),
+so they are used only for a local endpoint and refused for any other (see Settings.s3_credentials)."""
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class Settings(BaseSettings):
@@ -50,8 +58,11 @@ class Settings(BaseSettings):
 
     # S3 (MinIO locally, AWS in production: set s3_endpoint to empty)
     s3_endpoint: str | None = "http://127.0.0.1:9000"
-    s3_access_key: SecretStr = SecretStr("hybridops")
-    s3_secret_key: SecretStr = SecretStr("hybridops-secret")
+    s3_access_key: SecretStr | None = Field(
+        None, description="S3 keys (set both or neither). Unset: the built-in keys for the local MinIO (endpoint "
+        "on 127.0.0.1/localhost, which `hybridops up` runs), else boto3's default AWS credential chain.",
+    )
+    s3_secret_key: SecretStr | None = None
     s3_region: str = "us-east-1"
     s3_bucket: str = "hybridops"
     s3_console_port: int = Field(9001, description="MinIO console port when hybridops runs MinIO locally.")
@@ -107,6 +118,11 @@ class Settings(BaseSettings):
         "(default: examples/golden_retrieval.jsonl)."
     )
     refresh_batch_docs: int = Field(256, description="Documents per refresh batch (one Prefect task each).")
+    refresh_max_delete_share: float = Field(
+        0.2, ge=0, le=1, description="A refresh (or rebuild) that would remove more than this share of the live "
+        "index's documents stops before writing anything until confirmed (`--allow-mass-delete`).")
+    refresh_mass_delete_min_docs: int = Field(
+        10, ge=0, description="The mass-deletion guard applies only when more than this many documents would go.")
     lock_timeout_s: float = Field(1800.0, ge=0, description="How long refresh, rebuild, retrain, promote and "
                                   "rollback wait for the namespace lock before giving up.")
     lock_ttl_s: float = Field(60.0, gt=1, description="Lease of a namespace lock; renewed while held, so a "
@@ -114,6 +130,10 @@ class Settings(BaseSettings):
 
     # Behaviour path
     max_new_tokens: int = 96
+    eval_batch_tokens: int = Field(
+        8192, ge=0, description="Behaviour evals generate prompts in batches of similar length whose rows x "
+        "(longest prompt + max_new_tokens) stays under this many tokens (same replies as one at a time, several "
+        "times the throughput on CPU); 0 = one prompt at a time.")
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.05
@@ -136,7 +156,10 @@ class Settings(BaseSettings):
     eval_sample_days: int = 7
     promotion_tolerance: float = 0.05
     allow_base_fallback: bool = Field(
-        False, description="Answer with the base model when the champion adapter fails verification."
+        True,
+        description="When the champion cannot be used (corrupt or empty adapters/CHAMPION.json, a corrupt or "
+        "unverifiable manifest, tampered files), `ask` answers with the bare base model and a warning instead "
+        "of failing; set false to make `ask` fail with an integrity error (exit 4) instead.",
     )
 
     @field_validator("namespace")
@@ -178,6 +201,36 @@ class Settings(BaseSettings):
     @property
     def s3_port(self) -> int:
         return _port(self.s3_endpoint or "", 9000)
+
+    @property
+    def s3_endpoint_is_local(self) -> bool:
+        """The endpoint is the MinIO hybridops runs itself: any port on 127.0.0.1/localhost/::1 (as
+        `hybridops up` starts MinIO on 127.0.0.1 at the endpoint's port). Empty (AWS) or any other host: not."""
+        return bool(self.s3_endpoint) and (urlparse(self.s3_endpoint).hostname or "").lower() in LOCAL_HOSTS
+
+    def s3_credentials(self) -> tuple[str, str] | None:
+        """The (access key, secret key) an S3 client uses, or None for boto3's default credential chain
+        (env AWS_*, profiles, instance/task roles). Raises BadInputError for a half-configured pair and for
+        the built-in MinIO keys aimed at an endpoint that is not the local MinIO."""
+        access = self.s3_access_key.get_secret_value() if self.s3_access_key else None
+        secret = self.s3_secret_key.get_secret_value() if self.s3_secret_key else None
+        if (access is None) != (secret is None):
+            raise BadInputError("set both HYBRIDOPS_S3_ACCESS_KEY and HYBRIDOPS_S3_SECRET_KEY, or neither "
+                                "(then the local MinIO's built-in keys or the AWS credential chain are used)")
+        if access is None:
+            return (LOCAL_MINIO_ACCESS_KEY, LOCAL_MINIO_SECRET_KEY) if self.s3_endpoint_is_local else None
+        if secret == LOCAL_MINIO_SECRET_KEY and not self.s3_endpoint_is_local:
+            raise BadInputError(
+                "the built-in MinIO keys are only for the local MinIO; set HYBRIDOPS_S3_ACCESS_KEY/SECRET_KEY or "
+                f"leave them unset to use the AWS credential chain (endpoint: {self.s3_endpoint or 'AWS'})")
+        return access, secret
+
+    def minio_root_credentials(self) -> tuple[str, str]:
+        """Root user and password of the MinIO `hybridops up` runs: the configured keys, else the built-in ones
+        (never raises, so `up`/`down`/`status` work; a half-configured pair is refused when a client is made)."""
+        access = self.s3_access_key.get_secret_value() if self.s3_access_key else LOCAL_MINIO_ACCESS_KEY
+        secret = self.s3_secret_key.get_secret_value() if self.s3_secret_key else LOCAL_MINIO_SECRET_KEY
+        return access, secret
 
     @property
     def prefect_port(self) -> int:

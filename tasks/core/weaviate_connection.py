@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import urlparse
+
+import weaviate
+from weaviate.classes.init import AdditionalConfig, Auth, Timeout
 
 from hybridops.tasks.core.settings import Settings
 
 
 def connect(settings: Settings):
     """An open weaviate v4 client; the caller closes it (or use `weaviate_session`)."""
-    import weaviate
-    from weaviate.classes.init import AdditionalConfig, Auth, Timeout
-
     url = urlparse(settings.weaviate_url)
     secure = url.scheme == "https"
     auth = Auth.api_key(settings.weaviate_api_key.get_secret_value()) if settings.weaviate_api_key else None

@@ -200,16 +200,6 @@ def live_name(client, settings: Settings) -> str | None:
     return alias.collection if alias else None
 
 
-def live_generation(client, settings: Settings) -> Generation | None:
-    name = live_name(client, settings)
-    if name is None:
-        return None
-    for gen in list_generations(client, settings):
-        if gen.name == name:
-            return gen
-    raise IndexOperationError(f"alias {alias_name(settings)} points at {name}, which is not an index generation")
-
-
 def create_generation(
     client, settings: Settings, embedding_model: str, dim: int, chunking: str, embedding_setting: dict[str, Any]
 ) -> Generation:

@@ -44,6 +44,12 @@ def landed_documents(store: ObjectStore) -> list[ObjectInfo]:
     return sorted((o for o in store.list() if is_document_key(o.key)), key=lambda o: o.key)
 
 
+def require_landing_root(store: ObjectStore) -> None:
+    """The landing root must exist and be listable (a folder, or an S3 bucket; never created here): a missing
+    one raises instead of being read as 'every document was removed'."""
+    store.check_root()
+
+
 def landed_doc_ids(store: ObjectStore) -> set[str]:
     return {o.key for o in landed_documents(store)}
 

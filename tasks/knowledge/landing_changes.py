@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 
 from pydantic import BaseModel, Field
 
-from hybridops.tasks.knowledge.landing import is_document_key
+from hybridops.tasks.knowledge.landing import is_document_key, require_landing_root
 from hybridops.tasks.core.object_store import ObjectStore, ObjectStoreError
 from hybridops.tasks.core.settings import Settings
 
@@ -24,7 +24,6 @@ CURSOR_KEY = "watch/landing-cursor.json"
 EVENT_KEY_LIMIT = 200
 """At most this many keys per list in one event payload (the counts are always exact)."""
 
-LANDING_CHANGED = "hybridops.landing.changed"
 """The event a landing change sends; refresh-index is triggered by it."""
 
 Snapshot = dict[str, str]
@@ -65,7 +64,10 @@ class Cursor(BaseModel):
 
 
 def snapshot(landing: ObjectStore) -> Snapshot:
-    """Document key -> version token of everything in the landing zone (the training area excluded)."""
+    """Document key -> version token of everything in the landing zone (the training area excluded).
+
+    A missing or unlistable root raises (a watcher retries; it never announces everything as removed)."""
+    require_landing_root(landing)
     return {info.key: info.version for info in landing.list() if is_document_key(info.key)}
 
 
@@ -92,15 +94,6 @@ def load_cursor(store: ObjectStore, settings: Settings) -> Cursor | None:
 def save_cursor(store: ObjectStore, settings: Settings, versions: Snapshot) -> None:
     cursor = Cursor(versions=versions, polled_at=datetime.now(timezone.utc), landing=settings.landing_uri)
     store.put(CURSOR_KEY, json.dumps(cursor.model_dump(mode="json"), sort_keys=True).encode())
-
-
-def landing_resource(settings: Settings) -> dict[str, str]:
-    """The Prefect event resource of this namespace's landing zone (triggers match on its id)."""
-    return {
-        "prefect.resource.id": f"hybridops.{settings.namespace}.landing",
-        "prefect.resource.name": f"{settings.namespace} landing zone",
-        "hybridops.namespace": settings.namespace,
-    }
 
 
 class WatchStats(BaseModel):

@@ -17,6 +17,7 @@ from hybridops.tasks.knowledge.index import (
     IndexOperationError,
     create_generation,
     drop_generation,
+    iter_records,
     list_generations,
     point_alias,
     prune_generations,
@@ -40,6 +41,21 @@ class Target(BaseModel):
     reason: Literal["incremental", "initial", "full", "model_changed"]
     chunking: str
     max_tokens: int
+
+
+def mass_deletion(losing: int, live: int, max_share: float, min_docs: int, rebuild: bool = False) -> str | None:
+    """Why removing `losing` of the `live` index's documents needs an explicit confirmation, or None.
+
+    Guarded: more than `min_docs` documents AND more than `max_share` of the live ones would go; and a
+    rebuild that would keep none of a non-empty live index (an empty landing zone never goes live)."""
+    if live <= 0 or losing <= 0:
+        return None
+    if rebuild and losing >= live:
+        return f"the rebuilt generation would hold none of the {live} live documents"
+    if losing > min_docs and losing / live > max_share:
+        return (f"{losing} of {live} live documents ({losing / live:.0%}) would be removed, more than the "
+                f"{max_share:.0%} allowed")
+    return None
 
 
 def chunking_fingerprint(settings: Settings, max_tokens: int, model_id: str) -> str:
@@ -90,9 +106,27 @@ def choose_target(client, settings: Settings, embedder, full: bool) -> Target:
     return Target(generation=gen, live=live, rebuild=True, reason=reason, chunking=chunking, max_tokens=max_tokens)
 
 
-def gate_rebuild(settings: Settings, client, embedder, target: Target, landing: ObjectStore) -> GateResult:
-    """Retrieval eval of the new generation (and the live one) on the golden set -> may it go live?"""
+def document_loss(client, target: Target) -> tuple[int, int]:
+    """(live documents missing from the rebuilt generation, live documents)."""
+    if target.live is None:
+        return 0, 0
+    live = {r.doc_id for r in iter_records(client.collections.use(target.live.name))}
+    built = {r.doc_id for r in iter_records(client.collections.use(target.generation.name))}
+    return len(live - built), len(live)
+
+
+def gate_rebuild(settings: Settings, client, embedder, target: Target, landing: ObjectStore,
+                 allow_mass_delete: bool = False) -> GateResult:
+    """Document count, then retrieval eval of the new generation (and the live one) on the golden set -> may
+    it go live? A generation that lost too many of the live documents fails unless that was confirmed."""
     floor, tolerance = settings.recall_floor, settings.recall_tolerance
+    losing, live_docs = document_loss(client, target)
+    lost = mass_deletion(losing, live_docs, settings.refresh_max_delete_share,
+                         settings.refresh_mass_delete_min_docs, rebuild=True)
+    if lost and not allow_mass_delete:
+        return GateResult(status="failed", floor=floor, tolerance=tolerance,
+                          reason=f"document count: {lost}; confirm with `hybridops refresh --full "
+                                 f"--allow-mass-delete` (flow: params.allow_mass_delete=true)")
     golden = settings.golden_retrieval or DEFAULT_GOLDEN
     if not golden.exists():
         return GateResult(status="not_applicable", floor=floor, tolerance=tolerance,

@@ -53,6 +53,9 @@ class RefreshPlan(BaseModel):
     deletions: dict[str, int] = Field(description="Indexed doc id -> chunk objects, for ids no longer landed.")
     deep: bool
     landed: int
+    live_documents: int = Field(0, description="Documents the live generation holds (0: nothing is live yet).")
+    live_losses: list[str] = Field(default_factory=list, description="Documents of the live generation this run "
+                                   "would remove: deleted in place, or missing from the rebuilt generation.")
 
     def batches(self, size: int) -> Iterator[list[WorkItem]]:
         for start in range(0, len(self.work), size):
@@ -95,9 +98,13 @@ def is_complete(doc_id: str, records: list[ChunkRecord], chunking: str, model_id
 
 
 def plan_refresh(
-    landed: list[ObjectInfo], state: dict[str, list[ChunkRecord]], target: Target, deep: bool
+    landed: list[ObjectInfo], state: dict[str, list[ChunkRecord]], target: Target, deep: bool,
+    live_ids: set[str] | None = None,
 ) -> RefreshPlan:
-    """Split landed documents into certainly-unchanged ones and work items; indexed ids not landed are deleted."""
+    """Split landed documents into certainly-unchanged ones and work items; indexed ids not landed are deleted.
+
+    live_ids: the live generation's document ids when the target is a rebuild (an incremental run's target
+    is the live generation, so its state is used)."""
     model_id = target.generation.embedding_model
     work: list[WorkItem] = []
     unchanged: list[str] = []
@@ -111,8 +118,12 @@ def plan_refresh(
         else:
             work.append(WorkItem(doc_id=info.key, size=info.size, version=info.version, indexed=records))
     deletions = {doc_id: len(records) for doc_id, records in state.items() if doc_id not in landed_ids}
+    if not target.rebuild:
+        live_ids = set(state)
+    live_ids = live_ids if target.live is not None and live_ids else set()
     return RefreshPlan(target=target, work=work, unchanged=unchanged, deletions=deletions, deep=deep,
-                       landed=len(landed))
+                       landed=len(landed), live_documents=len(live_ids),
+                       live_losses=sorted(live_ids - landed_ids))
 
 
 def expected_records(doc: Document, chunks, data_hash: str, target: Target) -> list[tuple[ChunkRecord, str]]:

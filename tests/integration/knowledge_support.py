@@ -109,3 +109,14 @@ def wait_events(cfg: Settings, event: str, resource: str, since: datetime, at_le
         if len(events) >= at_least or time.monotonic() > deadline:
             return events
         time.sleep(0.5)
+
+
+def land_and_refresh(cfg: Settings, doc_ids: list[str]) -> None:
+    from hybridops.tasks.core.object_store import landing_zone
+    from hybridops.tasks.knowledge.refresh import run_refresh
+
+    landing = landing_zone(cfg)
+    for doc_id in doc_ids:
+        landing.put(doc_id, (CORPUS / doc_id).read_bytes())
+    report = run_refresh(cfg)
+    assert report.quarantined == [], report.quarantined

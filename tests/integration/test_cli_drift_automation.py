@@ -18,9 +18,11 @@ from hybridops.flows.orchestration.events import BEHAVIOUR_DRIFT
 from hybridops.flows.orchestration.run_control import prefect_client, wait_for_new_run
 from hybridops.tasks.core.settings import Settings
 from tests.integration.knowledge_support import cli_json
-from tests.integration.test_behaviour import indexed  # noqa: F401 - the fixture: 4 documents indexed
+from tests.integration import test_behaviour
 
 pytestmark = pytest.mark.slow
+
+DOCS = test_behaviour.DOCS  # what the shared `indexed` fixture indexes
 
 EXAMPLE_SUITE = Path(__file__).resolve().parents[2] / "examples" / "behaviour_suite.yaml"
 CASES = ("refund-window", "shipping-canada", "refuse-revenue", "refuse-vacation-days")  # gold docs are indexed

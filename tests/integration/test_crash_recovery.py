@@ -15,7 +15,7 @@ from hybridops.tasks.knowledge.index import list_generations, live_name
 from hybridops.tasks.core.object_store import landing_zone
 from hybridops.tasks.knowledge.refresh import run_refresh
 from hybridops.tasks.core.weaviate_connection import weaviate_session
-from tests.integration.knowledge_support import REPO, assert_index_matches_landing, drop_namespace, put, section_doc
+from tests.integration.knowledge_support import REPO, assert_index_matches_landing, put, section_doc
 
 SENTENCES = [
     "The ridge trail climbs steadily through a forest of lodgepole pine before it opens onto granite slabs.",
@@ -41,13 +41,6 @@ def make_doc(i: int, revision: str = "") -> str:
     if revision:
         sections["Revision"] = f"{revision} {MARK} {i}. {pick(5)}"
     return section_doc(f"Field note {i}", sections, title=f"Field note {i}", tags="[notes]")
-
-
-@pytest.fixture(params=["settings", "s3_settings"])
-def cfg(request):
-    settings = request.getfixturevalue(request.param)
-    yield settings
-    drop_namespace(settings)
 
 
 def start_refresh(cfg) -> subprocess.Popen:

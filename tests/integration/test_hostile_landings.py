@@ -30,14 +30,12 @@ import os
 import socket
 from pathlib import Path
 
-import pytest
 
 from hybridops.tasks.core.object_store import landing_zone
 from hybridops.tasks.knowledge.landing_changes import snapshot
 from tests.integration.knowledge_support import (
     assert_index_matches_landing,
     cli,
-    drop_namespace,
     index_state,
     put,
 )
@@ -75,19 +73,6 @@ PARSER_HOSTILES: dict[str, tuple[str, str]] = {  # doc id -> (content, reason co
 }
 
 
-@pytest.fixture(params=["settings", "s3_settings"])
-def any_cfg(request):
-    cfg = request.getfixturevalue(request.param)
-    yield cfg
-    drop_namespace(cfg)
-
-
-@pytest.fixture
-def folder_cfg(settings):
-    yield settings
-    drop_namespace(settings)
-
-
 def refresh(env: dict[str, str]) -> dict:
     """`hybridops refresh --json` must finish in bounded time, exit 0 and print one JSON object."""
     done = cli(env, "refresh", "--json", timeout=TIMEOUT_S)
@@ -119,8 +104,8 @@ def assert_held(report: dict, held: dict[str, list[str]], expected: dict[str, st
         assert code in held.get(doc_id, []), (doc_id, held.get(doc_id))
 
 
-def test_parser_hostiles_are_quarantined_with_reasons_on_both_backends(any_cfg, child_env):
-    cfg, env = any_cfg, child_env(any_cfg)
+def test_parser_hostiles_are_quarantined_with_reasons_on_both_backends(cfg, child_env):
+    cfg, env = cfg, child_env(cfg)
     put(cfg, {**GOOD, **{doc_id: content for doc_id, (content, _) in PARSER_HOSTILES.items()}})
     report = refresh(env)
     assert report["documents"]["added"] == len(GOOD)

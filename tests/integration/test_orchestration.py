@@ -25,7 +25,8 @@ from hybridops.flows.orchestration.run_control import (
     wait_for_run,
 )
 from hybridops.flows.orchestration.serving import ServeProcess
-from hybridops.tasks.knowledge.landing_changes import LANDING_CHANGED, snapshot
+from hybridops.flows.orchestration.events import LANDING_CHANGED
+from hybridops.tasks.knowledge.landing_changes import snapshot
 from hybridops.tasks.core.object_store import landing_zone
 from hybridops.tasks.knowledge.search import NoIndexError, search
 from hybridops.tasks.core.settings import Settings

@@ -40,20 +40,6 @@ HIKING = {
 }
 
 
-@pytest.fixture(params=["settings", "s3_settings"])
-def cfg(request):
-    """Both landing backends: a local folder and a real MinIO bucket prefix."""
-    settings = request.getfixturevalue(request.param)
-    yield settings
-    drop_namespace(settings)
-
-
-@pytest.fixture
-def folder_cfg(settings):
-    yield settings
-    drop_namespace(settings)
-
-
 def hiking(title: str = "Day Hiking Basics", sections: dict[str, str] = HIKING) -> str:
     """The front-matter title can change without touching the text (the body heading stays)."""
     return section_doc("Day Hiking Basics", sections, title=title, tags="[hiking, safety]", audience="customers")
@@ -278,7 +264,7 @@ def test_unreachable_services_fail_clearly_and_the_next_run_heals(s3_settings, f
 
 @pytest.fixture
 def free_port():
-    from tests.conftest import free_port as pick
+    from hybridops.infra.services import free_port as pick
 
     return pick()
 

@@ -10,7 +10,7 @@ import yaml
 
 from hybridops.tasks.core.settings import Settings
 from tests.integration.knowledge_support import cli_json
-from tests.integration.test_behaviour import drop_index, land_and_refresh
+from tests.integration.knowledge_support import drop_namespace, land_and_refresh
 
 pytestmark = pytest.mark.slow
 
@@ -91,7 +91,7 @@ def test_short_training_registers_a_verified_adapter_tamper_is_refused_and_point
     blob[len(blob) // 2] ^= 0x01
     store.put(key, bytes(blob))
     with pytest.raises(adapters.AdapterIntegrityError, match="tampered"):
-        adapter_loading.load_champion_model(cfg)
+        adapter_loading.load_champion_model(cfg.model_copy(update={"allow_base_fallback": False}))
     fallback_model, _, version = adapter_loading.load_champion_model(cfg.model_copy(update={"allow_base_fallback": True}))
     assert version is None and fallback_model is base
 
@@ -186,7 +186,7 @@ def test_retrain_promotes_a_format_fixing_challenger_then_rejects_a_corrupted_on
         assert adapters.show(cfg, bad.version).decision["promote"] is False
         assert [m.version for m in adapters.list_versions(cfg)] == [good.version, bad.version]
     finally:
-        drop_index(cfg)
+        drop_namespace(cfg)
 
 
 def test_retrain_flow_without_training_data_skips_and_says_why(settings: Settings, prefect_api, monkeypatch) -> None:

@@ -295,3 +295,75 @@ def test_a_document_that_breaks_the_batch_validation_is_held_alone(tmp_path, mon
     assert prepared.result.outcomes == {"good.md": "added", "odd.md": "quarantined"}
     (held,) = prepared.result.quarantined
     assert held.reasons == ["validation_failed: ZeroDivisionError: integer division or modulo by zero"]
+
+
+# the mass-deletion guard ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("losing", "live", "rebuild", "blocked"),
+    [
+        (0, 100, False, False),
+        (10, 11, False, False),   # most of the index, but not more than 10 documents: allowed
+        (11, 100, False, False),  # more than 10, but 11% <= 20%
+        (20, 100, False, False),  # exactly the share is not more than it
+        (21, 100, False, True),
+        (11, 50, False, True),    # 22%
+        (11, 55, False, False),   # 20% exactly
+        (5, 0, False, False),     # nothing live: nothing to protect
+        (5, 5, False, False),     # a small index may be emptied by a refresh...
+        (5, 5, True, True),       # ...but a rebuild that keeps none of it never goes live
+        (4, 5, True, False),
+        (30, 30, True, True),
+    ],
+)
+def test_mass_deletion_guard_arithmetic(losing, live, rebuild, blocked):
+    from hybridops.tasks.knowledge.rebuild import mass_deletion
+
+    reason = mass_deletion(losing, live, max_share=0.2, min_docs=10, rebuild=rebuild)
+    assert (reason is not None) == blocked
+    if reason and not (rebuild and losing >= live):
+        assert f"{losing} of {live}" in reason
+
+
+def test_the_guard_settings_are_configurable():
+    from hybridops.tasks.core.settings import Settings
+    from hybridops.tasks.knowledge.rebuild import mass_deletion
+
+    cfg = Settings()
+    assert (cfg.refresh_max_delete_share, cfg.refresh_mass_delete_min_docs) == (0.2, 10)
+    assert mass_deletion(3, 4, 0.5, 2) is not None and mass_deletion(3, 4, 0.8, 2) is None
+    with pytest.raises(ValueError):
+        Settings(refresh_max_delete_share=1.5)
+
+
+def test_the_plan_counts_what_the_live_index_would_lose():
+    state = {f"d{i}.md": records(f"d{i}.md", ["x"]) for i in range(5)}
+    plan = plan_refresh([ObjectInfo("d0.md", 1, "v1"), ObjectInfo("new.md", 1, "v1")], state, target(), False)
+    assert plan.live_documents == 5 and plan.live_losses == ["d1.md", "d2.md", "d3.md", "d4.md"]
+    assert sorted(plan.deletions) == plan.live_losses
+
+
+def test_a_rebuild_plan_measures_losses_against_the_live_generation():
+    live = target().generation
+    new = live.model_copy(update={"name": "T_Docs_2", "number": 2, "state": "building"})
+    rebuild = Target(generation=new, live=live, rebuild=True, reason="full", chunking=CHUNKING, max_tokens=254)
+    plan = plan_refresh([], {}, rebuild, False, live_ids={"a.md", "b.md"})
+    assert plan.deletions == {} and plan.live_documents == 2 and plan.live_losses == ["a.md", "b.md"]
+    first = rebuild.model_copy(update={"live": None, "reason": "initial"})  # nothing live: nothing to lose
+    assert plan_refresh([], {"x.md": records("x.md", ["x"])}, first, False).live_losses == []
+
+
+def test_a_missing_or_unlistable_landing_root_is_an_error_never_an_empty_landing_zone(tmp_path):
+    from hybridops.tasks.core.errors import ServiceUnavailableError
+    from hybridops.tasks.core.object_store import FolderStore
+    from hybridops.tasks.knowledge.landing_changes import snapshot
+
+    missing = FolderStore(tmp_path / "unmounted")
+    with pytest.raises(ServiceUnavailableError, match="does not exist"):
+        snapshot(missing)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ServiceUnavailableError, match="not a folder"):
+        FolderStore(tmp_path / "file").check_root()
+    FolderStore(tmp_path).check_root()  # an existing (even empty) folder is fine
+    assert not (tmp_path / "unmounted").exists()  # nothing was created
