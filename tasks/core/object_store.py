@@ -57,6 +57,7 @@ class ObjectStore(Protocol):
     def delete(self, key: str) -> None: ...
     def exists(self, key: str) -> bool: ...
     def check_root(self) -> None: ...
+    def sha256(self, key: str) -> str: ...
 
 
 # Reason codes of landing-zone entries the folder store lists but never reads.
@@ -266,6 +267,17 @@ class FolderStore:
         except PermissionError:
             raise DocumentError(PERMISSION_DENIED, f"{key!r} cannot be read: permission denied") from None
 
+    def sha256(self, key: str) -> str:
+        """Digest of a regular file read in 1 MiB chunks (a huge file is never held in memory)."""
+        path = self._lexical(key)
+        if not path.is_file() or path.is_symlink():
+            return hashlib.sha256(self.get(key)).hexdigest()  # let get() say what is wrong with it
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
+
     def put(self, key: str, data: bytes) -> None:
         """Durable and atomic: a temp file in the same folder is written and fsynced, renamed over the key,
         then the folder is fsynced (new folders too). Readers see the old or the new bytes, never a torn
@@ -430,6 +442,21 @@ class S3Store:
             if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
                 raise KeyError(key) from exc
             raise ObjectStoreError(f"S3 get {key!r} failed: {exc}") from exc
+
+    def sha256(self, key: str) -> str:
+        """Digest of an object read in 1 MiB chunks (a huge object is never held in memory)."""
+        from botocore.exceptions import ClientError
+
+        digest = hashlib.sha256()
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+            for chunk in body.iter_chunks(1 << 20):
+                digest.update(chunk)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
+                raise KeyError(key) from exc
+            raise ObjectStoreError(f"S3 get {key!r} failed: {exc}") from exc
+        return digest.hexdigest()
 
     def put(self, key: str, data: bytes) -> None:
         _wrap(lambda: self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data))

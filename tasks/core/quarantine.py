@@ -4,6 +4,7 @@ Layout: quarantine/<kind>/<slot>/original[.ext] + quarantine/<kind>/<slot>/reaso
 key-safe encoding of the item id (percent-encoded, dots escaped, truncated, plus a hash so it is unique) and
 reason.json keeps the original id. reason.json is written last and removed first, so it alone marks an
 entry as held: a crash in between leaves at worst an unlisted copy that the next quarantine() overwrites.
+An item too large to copy is held by reference: reason.json names its key, size and sha256, no copy.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass
 from pathlib import PurePosixPath
 from typing import Literal
 from urllib.parse import quote
@@ -41,6 +42,7 @@ class QuarantineEntry:
     quarantined_at: str
     copy_key: str
     reason_key: str
+    by_reference: bool = False  # too large to copy: the original stays where it landed (copy_key is empty)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -98,6 +100,28 @@ def quarantine(
     return entry
 
 
+def hold_by_reference(
+    store: ObjectStore, kind: Kind, item_id: str, size: int, sha256: str, reasons: list[str], source_version: str
+) -> QuarantineEntry:
+    """Hold an item without copying it (it is too large to copy): reasons, size and digest only."""
+    prefix = _prefix(kind, item_id)
+    existing = _read_entry(store, prefix + REASON_FILE)
+    if existing is not None and existing.copy_key:
+        store.delete(existing.copy_key)
+    entry = QuarantineEntry(
+        kind=kind, item_id=item_id, reasons=list(reasons), source_version=source_version, size=size, sha256=sha256,
+        quarantined_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), copy_key="",
+        reason_key=prefix + REASON_FILE, by_reference=True,
+    )
+    store.put(entry.reason_key, json.dumps(entry.to_dict(), indent=2, ensure_ascii=False).encode("utf-8"))
+    return entry
+
+
+def held_entry(store: ObjectStore, kind: Kind, item_id: str) -> QuarantineEntry | None:
+    """The entry holding this item now, if any."""
+    return _read_entry(store, _prefix(kind, item_id) + REASON_FILE)
+
+
 def list_quarantined(store: ObjectStore, kind: Kind | None = None) -> list[QuarantineEntry]:
     """Everything held now, sorted by kind and id."""
     prefix = f"{ROOT}/{kind}/" if kind else f"{ROOT}/"
@@ -112,6 +136,9 @@ def list_quarantined(store: ObjectStore, kind: Kind | None = None) -> list[Quara
 
 def read_copy(store: ObjectStore, entry: QuarantineEntry) -> bytes:
     """The held bytes of an entry (for inspection or re-landing)."""
+    if entry.by_reference:
+        raise KeyError(f"{entry.item_id} is held by reference ({entry.size} bytes, sha256 {entry.sha256}): "
+                       "no copy was made; the original is where it landed")
     return store.get(entry.copy_key)
 
 
@@ -139,7 +166,8 @@ def prune(store: ObjectStore, kind: Kind, keep: Iterable[str]) -> list[str]:
 def _read_entry(store: ObjectStore, key: str) -> QuarantineEntry | None:
     try:
         raw = json.loads(store.get(key))
-        return QuarantineEntry(**{name: raw[name] for name in QuarantineEntry.__dataclass_fields__})
+        fields = QuarantineEntry.__dataclass_fields__.items()  # fields with a default may be absent (older entries)
+        return QuarantineEntry(**{name: raw[name] for name, f in fields if name in raw or f.default is MISSING})
     except KeyError:
         return None  # missing file or field
     except (ValueError, TypeError):

@@ -18,11 +18,17 @@ from hybridops.tasks.core.contracts import ContractError
 from hybridops.tasks.core.errors import is_transient
 from hybridops.tasks.core.object_store import ObjectStore, artifact_store, landing_zone
 from hybridops.tasks.core.quarantine import prune as prune_quarantine
-from hybridops.tasks.core.quarantine import quarantine
+from hybridops.tasks.core.quarantine import held_entry, hold_by_reference, quarantine
 from hybridops.tasks.core.settings import Settings
 from hybridops.tasks.core.weaviate_connection import weaviate_session
 from hybridops.tasks.knowledge.chunking import chunk_document
-from hybridops.tasks.knowledge.document_contract import Candidate, ContractResult, make_candidate, validate_documents
+from hybridops.tasks.knowledge.document_contract import (
+    TOO_LARGE,
+    Candidate,
+    ContractResult,
+    make_candidate,
+    validate_documents,
+)
 from hybridops.tasks.knowledge.documents import Document, DocumentError
 from hybridops.tasks.knowledge.embedding_cache import EmbeddingCache, embed_cached, open_cache, text_hash
 from hybridops.tasks.knowledge.embeddings import load_embedder
@@ -108,6 +114,12 @@ def prepare_batch(
         _hold(store, result, doc_id, raw.get(doc_id, b""), reasons, version, bool(indexed.get(doc_id)))
 
     for item in items:
+        if item.size > settings.max_document_bytes:  # from the listing: never read into memory, never copied
+            try:
+                _hold_oversized(landing, store, result, item, settings.max_document_bytes)
+            except KeyError:
+                pass  # removed since the plan: the next run deletes it
+            continue
         try:
             data = landing.get(item.doc_id)
         except KeyError:  # removed since the plan: a deletion
@@ -244,6 +256,18 @@ def _hold(store: ObjectStore, result: BatchResult, doc_id: str, data: bytes, rea
     quarantine(store, "documents", doc_id, data, reasons, version)
     result.quarantined.append(Quarantined(doc_id=doc_id, reasons=reasons, kept_previous=was_indexed))
     result.outcomes[doc_id] = "quarantined"
+
+
+def _hold_oversized(landing: ObjectStore, store: ObjectStore, result: BatchResult, item: WorkItem, limit: int) -> None:
+    """Quarantine a too-large document by reference (key, size, streamed sha256); a version already held
+    this way is not read again."""
+    reasons = [f"{TOO_LARGE}: {item.size} bytes > {limit} (held by reference, not copied)"]
+    held = held_entry(store, "documents", item.doc_id)
+    if not (held and held.by_reference and held.source_version == item.version and held.size == item.size):
+        hold_by_reference(store, "documents", item.doc_id, item.size, landing.sha256(item.doc_id), reasons,
+                          item.version)
+    result.quarantined.append(Quarantined(doc_id=item.doc_id, reasons=reasons, kept_previous=bool(item.indexed)))
+    result.outcomes[item.doc_id] = "quarantined"
 
 
 def _vectors_for(embedder, cache, collection, to_write, indexed, model_id, result: BatchResult) -> dict[str, np.ndarray]:

@@ -25,13 +25,14 @@ Change detection (folder): a same-size edit that keeps its mtime (cp -p, rsync -
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
 from pathlib import Path
 
 
-from hybridops.tasks.core.object_store import landing_zone
+from hybridops.tasks.core.object_store import artifact_store, landing_zone
 from hybridops.tasks.knowledge.landing_changes import snapshot
 from tests.integration.knowledge_support import (
     assert_index_matches_landing,
@@ -82,11 +83,15 @@ def refresh(env: dict[str, str]) -> dict:
     return json.loads(lines[0])
 
 
-def quarantined_codes(env: dict[str, str]) -> dict[str, list[str]]:
+def quarantine_entries(env: dict[str, str]) -> dict[str, dict]:
     done = cli(env, "quarantine", "list", "--json", timeout=TIMEOUT_S)
     assert done.returncode == 0, done.stderr[-3000:]
-    entries = json.loads(done.stdout)["quarantined"]
-    return {e["item_id"]: [code for r in e["reasons"] for code in reason_codes(r)] for e in entries}
+    return {e["item_id"]: e for e in json.loads(done.stdout)["quarantined"]}
+
+
+def quarantined_codes(env: dict[str, str]) -> dict[str, list[str]]:
+    return {item_id: [code for r in e["reasons"] for code in reason_codes(r)]
+            for item_id, e in quarantine_entries(env).items()}
 
 
 def reason_codes(reason: str) -> list[str]:
@@ -186,3 +191,23 @@ def test_land_never_follows_links_out_of_the_folder_nor_opens_a_fifo(folder_cfg,
     skipped = {Path(s["source"]).name: s["reason"].split(":", 1)[0] for s in out["skipped"]}
     assert skipped == {"leak.md": "symlink_outside_root", "leak-folder": "symlink_outside_root",
                        "pipe.md": "not_a_regular_file"}
+
+
+def test_an_oversized_document_is_held_by_reference_never_copied_nor_reread(cfg, child_env):
+    """Size comes from the listing: a document over max_document_bytes is never parsed or copied; its
+    quarantine entry names key, size and a streamed sha256, and the next run does not hash it again."""
+    env = child_env(cfg) | {"HYBRIDOPS_MAX_DOCUMENT_BYTES": "20000"}
+    big = b"# Big\n\n" + b"A line of a far too large document.\n" * 2000
+    put(cfg, {**GOOD, "big/huge.md": big})
+    first = refresh(env)
+    assert first["documents"]["added"] == len(GOOD) and first["documents"]["quarantined"] == 1
+    held = quarantine_entries(env)["big/huge.md"]
+    assert held["by_reference"] is True and held["copy_key"] == "" and held["size"] == len(big)
+    assert held["sha256"] == hashlib.sha256(big).hexdigest()
+    assert held["reasons"][0].startswith("too_large: ")
+    assert not any("original" in info.key for info in artifact_store(cfg).list("quarantine/documents/"))
+    second = refresh(env)
+    assert second["documents"]["quarantined"] == 1
+    again = quarantine_entries(env)["big/huge.md"]
+    assert again["quarantined_at"] == held["quarantined_at"]  # the same version was not hashed or rewritten
+    assert set(index_state(cfg)) == set(GOOD)

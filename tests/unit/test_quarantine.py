@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 
 from hybridops.tasks.core.object_store import FolderStore
-from hybridops.tasks.core.quarantine import list_quarantined, prune, quarantine, read_copy, release
+from hybridops.tasks.core.quarantine import (
+    held_entry,
+    hold_by_reference,
+    list_quarantined,
+    prune,
+    quarantine,
+    read_copy,
+    release,
+)
 
 HOSTILE_IDS = [
     "../escape.md",
@@ -100,3 +108,23 @@ def test_unreadable_reason_file_does_not_break_listing(store: FolderStore) -> No
 def test_unknown_kind_is_refused(store: FolderStore) -> None:
     with pytest.raises(ValueError):
         quarantine(store, "images", "a.png", b"", ["r"], "v1")  # type: ignore[arg-type]
+
+
+def test_an_item_too_large_to_copy_is_held_by_reference(store) -> None:
+    held = hold_by_reference(store, "documents", "big/huge.md", 5_000_000_000, "ab" * 32,
+                             ["too_large: 5000000000 bytes > 2000000"], "v1")
+    [listed] = list_quarantined(store, "documents")
+    assert listed == held and listed.by_reference and listed.copy_key == ""
+    assert [info.key for info in store.list("quarantine/")] == [held.reason_key]  # no copy was written
+    with pytest.raises(KeyError, match="held by reference"):
+        read_copy(store, listed)
+    assert held_entry(store, "documents", "big/huge.md") == held
+
+
+def test_entries_written_before_by_reference_existed_still_list(store) -> None:
+    held = quarantine(store, "documents", "a.md", b"x", ["bad"], "v1")
+    raw = json.loads(store.get(held.reason_key))
+    del raw["by_reference"]
+    store.put(held.reason_key, json.dumps(raw).encode())
+    [listed] = list_quarantined(store, "documents")
+    assert listed.item_id == "a.md" and listed.by_reference is False
