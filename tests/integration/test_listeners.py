@@ -43,3 +43,37 @@ def test_every_listener_is_on_loopback_but_the_documented_weaviate_ports(stack: 
     assert seen >= 6  # Weaviate http/gossip/raft, MinIO api/console, Prefect
     ports = weaviate_ports(stack)
     assert exposed == {("weaviate", ports[name]) for name in WEAVIATE_UNBINDABLE}
+
+
+def test_with_an_api_key_weaviate_refuses_anonymous_access(tmp_path) -> None:
+    """A Weaviate of its own (no MinIO/Prefect needed) started the way `up` starts it, with a key set."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    from pydantic import SecretStr
+
+    from hybridops.infra.services import _start, down, healthy, private_stack_settings, weaviate_service
+
+    cfg = private_stack_settings(tmp_path / "keyed", weaviate_api_key=SecretStr("k-" + os.urandom(8).hex()))
+    service = weaviate_service(cfg)
+    _start(cfg, service)
+    try:
+        deadline = time.monotonic() + 120
+        while not healthy(service, cfg):  # the health check sends the key
+            assert time.monotonic() < deadline, "keyed Weaviate did not become healthy"
+            time.sleep(0.5)
+
+        def status(headers: dict[str, str]) -> int:
+            request = urllib.request.Request(f"{cfg.weaviate_url}/v1/schema", headers=headers)
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    return response.status
+            except urllib.error.HTTPError as exc:
+                return exc.code
+
+        assert status({}) == 401
+        assert status({"Authorization": "Bearer wrong"}) == 401
+        assert status({"Authorization": f"Bearer {cfg.weaviate_api_key.get_secret_value()}"}) == 200
+    finally:
+        down(cfg)
