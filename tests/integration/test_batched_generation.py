@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "examples" / "corpus"
 SUITE = ROOT / "examples" / "behaviour_suite.yaml"
 DISTRACTOR = "company/about.md"
-CASES = 12
+CASES = 6  # + the 3 refusal cases: 9 prompts, batched several to a batch by the default budget
 
 
 def corpus_chunks(doc_id: str, tokenizer) -> list:
