@@ -21,6 +21,19 @@ class BadInputError(HybridopsError, ValueError):
     exit_code = 2
 
 
+class DocumentError(BadInputError):
+    """A landed object refused as a document, by the store (a FIFO, a link out of the root) or by a parser;
+    reason_code is stable (e.g. 'symlink_outside_root', 'too_deep') and becomes the quarantine reason."""
+
+    def __init__(self, reason_code: str, message: str):
+        super().__init__(f"{reason_code}: {message}")
+        self.reason_code = reason_code
+        self.message = message
+
+    def __reduce__(self):  # picklable for Prefect results and process pools
+        return (DocumentError, (self.reason_code, self.message))
+
+
 class ServiceUnavailableError(HybridopsError):
     """Weaviate, the object store, the Prefect server or a model file could not be reached; a retry may help."""
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from hybridops.tasks.core.settings import Settings
-from hybridops.tasks.core.errors import BadInputError, ServiceUnavailableError
+from hybridops.tasks.core.errors import BadInputError, DocumentError, ServiceUnavailableError
 
 TEMP_MARK = ".hybridops-tmp-"
 
@@ -106,8 +106,6 @@ def has_surrogates(text: str) -> bool:
 def read_regular_file(path: str | os.PathLike, follow_symlinks: bool = False, what: str = "") -> bytes:
     """The bytes of a regular file, opened without blocking (a FIFO never stalls us) and checked after
     opening (no race between the check and the read); anything else raises DocumentError."""
-    from hybridops.tasks.knowledge.documents import DocumentError
-
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
     if not follow_symlinks:
         flags |= getattr(os, "O_NOFOLLOW", 0)
@@ -244,8 +242,6 @@ class FolderStore:
         return ObjectInfo(key, st.st_size, _content_version(entry.path, st))
 
     def get(self, key: str) -> bytes:
-        from hybridops.tasks.knowledge.documents import DocumentError
-
         path = self._lexical(key)
         try:
             st = os.lstat(path)

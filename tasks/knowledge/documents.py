@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from hybridops.tasks.core.errors import BadInputError
+from hybridops.tasks.core.errors import DocumentError  # the parsers raise it; defined in core, the store raises it too
 
 Scalar = str | int | float | bool
 
@@ -35,18 +35,6 @@ MAX_ALIAS_EXPANSION = 1_000
 """YAML aliases may expand to at most this many nodes in total (billion laughs -> 'alias_bomb')."""
 MAX_NUMBER_CHARS = 64
 """Longest integer literal accepted (int64 needs 19 digits; the contract rejects wider values anyway)."""
-
-
-class DocumentError(BadInputError):
-    """A document could not be parsed; reason_code is stable (e.g. 'unsupported_format', 'invalid_utf8')."""
-
-    def __init__(self, reason_code: str, message: str):
-        super().__init__(f"{reason_code}: {message}")
-        self.reason_code = reason_code
-        self.message = message
-
-    def __reduce__(self):  # picklable for Prefect results and process pools
-        return (DocumentError, (self.reason_code, self.message))
 
 
 @dataclass(frozen=True)
