@@ -39,7 +39,7 @@ from hybridops.tasks.core.model_runtime import available_cpus
 from hybridops.tasks.core.object_store import landing_zone
 from hybridops.tasks.core.settings import Settings, load_settings
 from hybridops.tasks.core.weaviate_connection import weaviate_session
-from hybridops.tasks.knowledge.index import alias_name
+from hybridops.tasks.knowledge.index import drop_all_generations
 from hybridops.tasks.knowledge.landing import land
 from hybridops.tasks.knowledge.refresh import run_refresh
 
@@ -153,13 +153,7 @@ def own_stack() -> Iterator[Settings]:
 
 def _drop_index(cfg: Settings) -> None:
     with weaviate_session(cfg) as client:
-        try:
-            client.alias.delete(alias_name=alias_name(cfg))
-        except Exception:  # noqa: BLE001 — no alias was created
-            pass
-        for name in list(client.collections.list_all()):
-            if name.startswith(cfg.collection_prefix + "_"):
-                client.collections.delete(name)
+        drop_all_generations(client, cfg)
 
 
 if __name__ == "__main__":

@@ -166,15 +166,12 @@ def run(base: Settings, n_docs: int, n_queries: int) -> dict:
 
 
 def _drop(cfg: Settings) -> None:
-    from hybridops.tasks.knowledge.index import alias_name, list_generations
     from hybridops.tasks.core.weaviate_connection import weaviate_session
+    from hybridops.tasks.knowledge.index import drop_all_generations
 
     try:
         with weaviate_session(cfg) as client:
-            if client.alias.get(alias_name=alias_name(cfg)):
-                client.alias.delete(alias_name=alias_name(cfg))
-            for gen in list_generations(client, cfg):
-                client.collections.delete(gen.name)
+            drop_all_generations(client, cfg)
     except Exception as exc:  # cleanup must not hide the result
         log(f"cleanup failed: {exc}")
 

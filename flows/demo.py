@@ -41,7 +41,7 @@ from hybridops.tasks.core.object_store import landing_zone
 from hybridops.tasks.core.settings import Settings
 from hybridops.tasks.core.weaviate_connection import weaviate_session
 from hybridops.tasks.knowledge.embeddings import load_embedder
-from hybridops.tasks.knowledge.index import alias_name, list_generations
+from hybridops.tasks.knowledge.index import drop_all_generations
 from hybridops.tasks.knowledge.landing import TRAINING_PREFIX, land
 from hybridops.tasks.knowledge.search import search
 
@@ -121,12 +121,7 @@ class Story:
             for folder in (Path(self.cfg.landing_uri), Path(self.cfg.store_uri)):
                 shutil.rmtree(folder, ignore_errors=True)
             with weaviate_session(self.cfg) as client:
-                if client.alias.get(alias_name=alias_name(self.cfg)):
-                    client.alias.delete(alias_name=alias_name(self.cfg))
-                dropped = [gen.name for gen in list_generations(client, self.cfg)]
-                for name in dropped:
-                    client.collections.delete(name)
-            f["dropped_collections"] = dropped
+                f["dropped_collections"] = drop_all_generations(client, self.cfg)
 
     def prepare_models(self) -> None:
         with self.step("Prepare the models", "Packaged all-MiniLM-L6-v2 and SmolLM2-135M-Instruct (converted once, "

@@ -308,14 +308,11 @@ def run_suite(
     )
 
 
-REPO_ROOT = PROJECT_ROOT
-
-
 def suite_path(settings: Settings, path: Path | str | None = None) -> Path:
     """The suite file: explicit path, else settings.behaviour_suite (relative paths also tried from the repo root)."""
     chosen = Path(path or settings.behaviour_suite)
-    if not chosen.is_absolute() and not chosen.exists() and (REPO_ROOT / chosen).exists():
-        return REPO_ROOT / chosen
+    if not chosen.is_absolute() and not chosen.exists() and (PROJECT_ROOT / chosen).exists():
+        return PROJECT_ROOT / chosen
     return chosen
 
 

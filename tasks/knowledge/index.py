@@ -243,6 +243,16 @@ def drop_generation(client, settings: Settings, gen: Generation) -> None:
     client.collections.delete(gen.name)
 
 
+def drop_all_generations(client, settings: Settings) -> list[str]:
+    """Remove this namespace's alias and every index generation (a reset: demo, tests, benchmarks)."""
+    if client.alias.get(alias_name=alias_name(settings)):
+        client.alias.delete(alias_name=alias_name(settings))
+    dropped = [gen.name for gen in list_generations(client, settings)]
+    for name in dropped:
+        client.collections.delete(name)
+    return dropped
+
+
 def prune_generations(client, settings: Settings, keep: set[str]) -> list[str]:
     """Delete every generation except the live one and `keep` (the one it replaced, for rollback)."""
     doomed = [g for g in list_generations(client, settings) if not g.live and g.name not in keep]

@@ -14,7 +14,7 @@ from hybridops.tasks.knowledge.document_contract import make_candidate, validate
 from hybridops.tasks.knowledge.chunking import chunk_document
 from hybridops.tasks.knowledge.embeddings import load_embedder
 from hybridops.tasks.core.locks import lock_collection
-from hybridops.tasks.knowledge.index import alias_name, chunk_uuid, list_generations, live_name, read_index_state
+from hybridops.tasks.knowledge.index import chunk_uuid, drop_all_generations, list_generations, live_name, read_index_state
 from hybridops.tasks.knowledge.landing import landed_documents
 from hybridops.tasks.core.object_store import landing_zone
 from hybridops.tasks.knowledge.rebuild import effective_max_tokens
@@ -72,10 +72,7 @@ def generations(settings: Settings):
 def drop_namespace(settings: Settings) -> None:
     """Delete every collection (index generations, namespace locks) and the alias this test's namespace created."""
     with weaviate_session(settings) as client:
-        if client.alias.get(alias_name=alias_name(settings)):
-            client.alias.delete(alias_name=alias_name(settings))
-        for gen in list_generations(client, settings):
-            client.collections.delete(gen.name)
+        drop_all_generations(client, settings)
         if client.collections.exists(lock_collection(settings)):
             client.collections.delete(lock_collection(settings))
 
