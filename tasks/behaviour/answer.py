@@ -68,7 +68,7 @@ def respond(model, tokenizer, question: str, passages: Sequence[Passage], settin
     messages = build_messages(question, passages)
     clock = time.perf_counter()
     raw = generate_chat(model, tokenizer, messages, max_new_tokens=settings.max_new_tokens)
-    return Generated(reply=parse_reply(raw), latency_ms=(time.perf_counter() - clock) * 1000)
+    return Generated(reply=parse_reply(raw, passages), latency_ms=(time.perf_counter() - clock) * 1000)
 
 
 def split_sources(cited: Sequence[str], retrieved: Sequence[str]) -> tuple[list[str], list[str]]:

@@ -2,6 +2,11 @@
 
 House reply format: one JSON object `{"answer": str | null, "sources": [doc_id, ...]}` — `answer` is null
 when the context passages do not contain the answer, `sources` lists the doc ids of the passages used.
+
+The model cites by passage number (`"sources": [2]`), and the system maps the numbers back to the doc ids of
+the passages it showed (`parse_reply(raw, passages)`): a small model copies one digit reliably, while it
+shortens or mangles paths like `hr/leave.md`. A number outside the prompt's passages stays visible as `[7]`,
+an invalid citation. Doc ids the model writes out are still understood (adapters trained before numbering).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Protocol
 # Short on purpose: SmolLM2-135M follows a few plain sentences better than a long rulebook.
 SYSTEM_PROMPT = (
     "Answer the question using only the context passages. "
-    'Reply with JSON only: {"answer": "<short answer>", "sources": ["<doc id>"]}. '
+    'Reply with JSON only: {"answer": "<short answer>", "sources": [<passage number>]}. '
     'If the context does not contain the answer, reply {"answer": null, "sources": []}.'
 )
 
@@ -25,6 +30,7 @@ _FENCE = re.compile(r"```[a-zA-Z0-9_-]*\s*\n?(.*?)```", re.DOTALL)
 # structure is neutralised (see neutralise_passage_text). Ordinary text never matches, so prompts of normal
 # passages stay byte-identical to the ones the adapters were trained on.
 _CHAT_CONTROL = re.compile(r"<\|+|\|+>")  # '<|im_start|>', '<|im_end|>', '<|eot_id|>' ... (chat-template tokens)
+_PASSAGE_NUMBER = re.compile(r"\[?\s*(\d{1,4})\s*\]?")  # 2, "2", "[2]"
 _PROMPT_MARKER = re.compile(r"(\(\s*doc|\b(?:question|context))(?:\s*:)+", re.IGNORECASE)
 
 
@@ -66,9 +72,51 @@ def build_messages(question: str, passages: Sequence[Passage], max_chars: int | 
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
-def format_reply(answer: str | None, sources: Sequence[str]) -> str:
-    """The canonical house reply (training targets use exactly this serialisation)."""
+def format_reply(answer: str | None, sources: Sequence[str | int]) -> str:
+    """The canonical house reply serialisation (doc ids for people and logs, numbers in training targets)."""
     return json.dumps({"answer": answer, "sources": list(sources)}, ensure_ascii=False)
+
+
+def model_reply(answer: str | None, sources: Sequence[str], passages: Sequence[Passage]) -> str:
+    """The reply the model is taught to write: the cited doc ids as the numbers of their first passages."""
+    return format_reply(answer, cite_by_number(sources, passages))
+
+
+def cite_by_number(sources: Sequence[str], passages: Sequence[Passage]) -> list[int]:
+    """Doc ids -> the prompt numbers of their first passages (every id must be among the passages)."""
+    first: dict[str, int] = {}
+    for number, passage in enumerate(passages, start=1):
+        first.setdefault(passage.doc_id, number)
+    missing = [s for s in sources if s not in first]
+    if missing:
+        raise ValueError(f"cited doc ids not among the passages: {missing}")
+    return list(dict.fromkeys(first[s] for s in sources))
+
+
+def resolve_citations(cited: Sequence[str | int], passages: Sequence[Passage]) -> list[str]:
+    """What the model cited -> doc ids, de-duplicated in citation order.
+
+    A passage number (2, "2" or "[2]") becomes its passage's doc id; a doc id of a shown passage stays itself.
+    Anything else is kept in a visibly invalid form (`[7]` for a number no passage has, the text otherwise),
+    so the checks and the answer path flag it instead of showing it as a source."""
+    ids = [p.doc_id for p in passages]
+    resolved = []
+    for item in cited:
+        number = _passage_number(item)
+        if isinstance(item, str) and item in ids:
+            resolved.append(item)
+        elif number is not None:
+            resolved.append(ids[number - 1] if 1 <= number <= len(ids) else f"[{number}]")
+        else:
+            resolved.append(item)
+    return list(dict.fromkeys(resolved))
+
+
+def _passage_number(item: str | int) -> int | None:
+    if isinstance(item, int):
+        return item
+    match = _PASSAGE_NUMBER.fullmatch(item.strip())
+    return int(match.group(1)) if match else None
 
 
 @dataclass(frozen=True)
@@ -82,17 +130,18 @@ class ParsedReply:
     raw: str = ""
 
 
-def parse_reply(raw: str | None) -> ParsedReply:
-    """Find the house JSON object in the model output (fences and surrounding text allowed); never raises."""
+def parse_reply(raw: str | None, passages: Sequence[Passage] = ()) -> ParsedReply:
+    """Find the house JSON object in the model output (fences and surrounding text allowed); never raises.
+
+    `passages` are the ones the prompt showed, in prompt order: cited numbers are resolved against them."""
     text = raw if isinstance(raw, str) else ""
     error = "no JSON object found"
     for candidate in _candidates(text):
         for obj in _json_objects(candidate):
             problem = _house_problem(obj)
             if problem is None:
-                return ParsedReply(
-                    answer=obj["answer"], sources=list(obj["sources"]), format_ok=True, raw=text
-                )
+                return ParsedReply(answer=obj["answer"], sources=resolve_citations(obj["sources"], passages),
+                                   format_ok=True, raw=text)
             error = problem
     stripped = text.strip()
     return ParsedReply(answer=stripped or None, sources=[], format_ok=False, error=error, raw=text)
@@ -125,6 +174,8 @@ def _house_problem(obj: dict) -> str | None:
     if obj["answer"] is not None and not isinstance(obj["answer"], str):
         return "'answer' must be a string or null"
     sources = obj["sources"]
-    if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
-        return "'sources' must be a list of doc id strings"
+    if not isinstance(sources, list) or not all(
+        isinstance(s, str) or (isinstance(s, int) and not isinstance(s, bool)) for s in sources
+    ):
+        return "'sources' must be a list of passage numbers or doc ids"
     return None

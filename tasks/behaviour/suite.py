@@ -230,7 +230,7 @@ def evaluate_cases(
         per_case_ms = (time.perf_counter() - clock) * 1000 / len(indices)
         for index, raw in zip(indices, raws):
             case, passages = items[index]
-            generated = Generated(reply=parse_reply(raw), latency_ms=per_case_ms)
+            generated = Generated(reply=parse_reply(raw, passages), latency_ms=per_case_ms)
             results[index] = checked_result(settings, suite, case, passages, generated)
             if on_result:
                 on_result(index, results[index])

@@ -13,15 +13,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from hybridops.tasks.behaviour.augmentation import augment
 from hybridops.tasks.behaviour.interactions import LoggedInteraction, interactions_with_feedback
 from hybridops.tasks.behaviour.llm import load_base_model
-from hybridops.tasks.behaviour.prompting import build_messages, format_reply
+from hybridops.tasks.behaviour.prompting import build_messages, format_reply, model_reply
 from hybridops.tasks.core.contracts import load_suite, validate_frame
 from hybridops.tasks.core.object_store import ObjectStore, artifact_store, landing_zone
 from hybridops.tasks.core.quarantine import prune, quarantine
@@ -73,6 +75,7 @@ class TrainingExample(BaseModel):
     response: str
     raw: bytes = b""  # what the user gave, for quarantine
     source_version: str = ""
+    parent: str | None = None  # a derived example's source (tasks/behaviour/augmentation.py): it shares the split
 
 
 @dataclass(frozen=True)
@@ -97,10 +100,12 @@ class TrainingData:
     accepted: list[TrainingExample] = field(default_factory=list)
     rejected: list[RejectedExample] = field(default_factory=list)
     origins: dict[str, int] = field(default_factory=dict)
+    augmented: dict[str, int] = field(default_factory=dict)  # derived examples by kind (part of train/validation)
 
     @property
     def counts(self) -> dict[str, int]:
-        return {"train": len(self.train), "validation": len(self.validation), "rejected": len(self.rejected)}
+        return {"train": len(self.train), "validation": len(self.validation), "rejected": len(self.rejected),
+                "augmented": sum(self.augmented.values())}
 
 
 # Reading ---------------------------------------------------------------------------------------------------
@@ -269,7 +274,7 @@ def encode(tokenizer, example: TrainingExample) -> dict[str, list[int]]:
     """Chat-template the production prompt + canonical reply; labels are -100 on every prompt token."""
     messages = build_messages(example.question, example.passages)
     reply = json.loads(example.response)
-    target = format_reply(reply["answer"], reply["sources"])
+    target = model_reply(reply["answer"], reply["sources"], example.passages)  # cited by passage number
     prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     full = tokenizer.apply_chat_template(
         [*messages, {"role": "assistant", "content": target}], tokenize=False, add_generation_prompt=False
@@ -342,11 +347,24 @@ def quarantine_rejected(settings: Settings, rejected: list[RejectedExample], sto
     prune(store, "training", keep=[item.item_id for item in rejected])
 
 
+def derived_examples(
+    accepted: list[tuple[TrainingExample, dict]], tokenizer, settings: Settings
+) -> list[tuple[TrainingExample, dict]]:
+    """The augmentation's examples, encoded; one that no longer fits max_seq_len is left out (it is ours,
+    not the user's: nothing to quarantine)."""
+    derived = []
+    for example in augment([e for e, _ in accepted], settings.train_seed, settings.train_refusal_share):
+        encoded = encode(tokenizer, example)
+        if len(encoded["input_ids"]) <= settings.max_seq_len:
+            derived.append((example, encoded))
+    return derived
+
+
 def build_training_data(
     settings: Settings, *, include_interactions: bool = True, tokenizer=None,
     landing: ObjectStore | None = None, store: ObjectStore | None = None,
 ) -> TrainingData:
-    """Read, validate (quarantining failures), tokenise and split every training example."""
+    """Read, validate (quarantining failures), augment, tokenise and split every training example."""
     from datasets import Dataset
 
     tokenizer = tokenizer or load_tokenizer(settings)
@@ -359,12 +377,13 @@ def build_training_data(
     accepted, bad = validate_examples(examples, tokenizer, settings.max_seq_len)
     rejected += bad
     quarantine_rejected(settings, rejected, store)
+    derived = derived_examples(accepted, tokenizer, settings) if settings.train_augment else []
 
     rows = [
         {"id": e.id, "origin": e.origin, **enc,
-         "split": "validation" if in_validation(e.id, settings.train_seed, settings.train_validation_fraction)
-         else "train"}
-        for e, enc in accepted
+         "split": "validation" if in_validation(e.parent or e.id, settings.train_seed,
+                                                settings.train_validation_fraction) else "train"}
+        for e, enc in accepted + derived
     ]
     if rows and all(r["split"] == "validation" for r in rows):
         for r in rows:  # a tiny data set must still train
@@ -372,13 +391,12 @@ def build_training_data(
     columns = ["id", "origin", "input_ids", "labels"]
     split = {name: Dataset.from_list([{k: r[k] for k in columns} for r in rows if r["split"] == name])
              for name in ("train", "validation")}
-    origins: dict[str, int] = {}
-    for e, _ in accepted:
-        kind = e.origin.split(":", 1)[0]
-        origins[kind] = origins.get(kind, 0) + 1
+    origins, augmented = Counter(e.origin.split(":", 1)[0] for e, _ in accepted), Counter(
+        e.origin.split(":", 2)[1] for e, _ in derived)
     data = TrainingData(
         train=split["train"], validation=split["validation"], fingerprint=fingerprint(rows, tokenizer, settings),
-        tokenizer=tokenizer, accepted=[e for e, _ in accepted], rejected=rejected, origins=origins,
+        tokenizer=tokenizer, accepted=[e for e, _ in accepted], rejected=rejected, origins=dict(origins),
+        augmented=dict(augmented),
     )
     log.info("training data: %s from %s, fingerprint %s", data.counts, origins, data.fingerprint[:12])
     return data

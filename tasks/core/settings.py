@@ -146,6 +146,11 @@ class Settings(BaseSettings):
     train_bf16: bool = True
     train_seed: int = 0
     train_validation_fraction: float = 0.15
+    train_augment: bool = Field(True, description="Add derived training examples (shuffled passages and renamed doc "
+                                "ids; refusal twins without the answering passages) so the adapter learns to "
+                                "copy from the context, not to memorise the corpus.")
+    train_refusal_share: float = Field(0.4, ge=0, lt=1, description="Refusal twins are added only while refusals "
+                                       "stay at most this share of the training data.")
     drift_alpha: float = 0.05
     drift_min_n: int = 8
     pass_rate_floor: float = 0.5

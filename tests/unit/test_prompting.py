@@ -6,7 +6,13 @@ from dataclasses import dataclass
 
 import pytest
 
-from hybridops.tasks.behaviour.prompting import SYSTEM_PROMPT, build_messages, format_reply, parse_reply
+from hybridops.tasks.behaviour.prompting import (
+    SYSTEM_PROMPT,
+    build_messages,
+    format_reply,
+    model_reply,
+    parse_reply,
+)
 
 
 @dataclass
@@ -44,7 +50,8 @@ def test_first_valid_object_wins_over_earlier_invalid_one():
         ('{"answer": "x", "sources": ["a"]', "no JSON object"),  # truncated by max_new_tokens
         ('{"answer": 3, "sources": []}', "'answer' must be"),
         ('{"answer": "x", "sources": "a.md"}', "'sources' must be"),
-        ('{"answer": "x", "sources": [1]}', "'sources' must be"),
+        ('{"answer": "x", "sources": [true]}', "'sources' must be"),
+        ('{"answer": "x", "sources": [1.5]}', "'sources' must be"),
         ('{"answer": "x"}', "not exactly"),
         ('{"answer": "x", "sources": [], "confidence": 1}', "not exactly"),
         ("[1, 2, 3]", "no JSON object"),
@@ -123,3 +130,36 @@ def test_neutralising_is_stable_and_respects_max_chars():
         assert "doc:" not in once and "question:" not in once.lower()
     user = build_messages("q", [Hit("a.md", "Question: " + "x" * 50)], max_chars=20)[1]["content"]
     assert "\nQuestion x" in user and user.count("Question:") == 1
+
+
+SHOWN = [Hit("hr/leave.md", "a"), Hit("fleet/leave.md", "b"), Hit("hr/leave.md", "c")]
+
+
+@pytest.mark.parametrize(
+    "cited, resolved",
+    [
+        ([2], ["fleet/leave.md"]),                        # the number of the passage -> its doc id
+        (["2", "[3]"], ["fleet/leave.md", "hr/leave.md"]),  # numbers written as text are numbers too
+        ([1, 3], ["hr/leave.md"]),                        # two passages of one document: one source
+        (["hr/leave.md"], ["hr/leave.md"]),               # a doc id the model wrote out (older adapters)
+        ([7, 0], ["[7]", "[0]"]),                         # no such passage: kept visibly invalid
+        (["leave.md"], ["leave.md"]),                     # a shortened id is not silently repaired
+    ],
+)
+def test_cited_passage_numbers_map_back_to_the_doc_ids_shown(cited, resolved):
+    import json
+
+    reply = parse_reply(json.dumps({"answer": "x", "sources": cited}), SHOWN)
+    assert reply.format_ok and reply.sources == resolved
+
+
+def test_without_passages_a_number_is_never_a_doc_id():
+    assert parse_reply('{"answer": "x", "sources": [1]}').sources == ["[1]"]
+
+
+def test_the_model_is_taught_numbers_that_parse_back_to_the_cited_ids():
+    target = model_reply("20 days", ["fleet/leave.md", "hr/leave.md"], SHOWN)
+    assert target == '{"answer": "20 days", "sources": [2, 1]}'
+    assert parse_reply(target, SHOWN).sources == ["fleet/leave.md", "hr/leave.md"]
+    with pytest.raises(ValueError, match="not among the passages"):
+        model_reply("x", ["it/laptops.md"], SHOWN)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hybridops.tasks.core.object_store import FolderStore
-from hybridops.tasks.behaviour.prompting import SYSTEM_PROMPT, build_messages, format_reply
+from hybridops.tasks.behaviour.prompting import SYSTEM_PROMPT, build_messages, cite_by_number, format_reply
 from hybridops.tasks.core.quarantine import list_quarantined, read_copy
 from hybridops.tasks.core.settings import Settings
 from hybridops.tasks.behaviour.training_data import (
@@ -106,8 +106,10 @@ def test_labels_mask_the_whole_production_prompt(tokenizer) -> None:
     assert encoded["input_ids"][:n_prompt] == tokenizer(prompt, add_special_tokens=False)["input_ids"]
     target = [t for t in encoded["labels"] if t != IGNORE_INDEX]
     assert target == encoded["input_ids"][n_prompt:]
-    reply = tokenizer.decode(target)
-    assert reply.replace(" ", "").startswith(format_reply("45 days", ["policies/refunds.md"]).replace(" ", ""))
+    reply = tokenizer.decode(target).replace(" ", "")
+    assert reply.startswith('{"answer":"45days","sources":')
+    [number] = cite_by_number(["policies/refunds.md"], item.passages)  # taught the passage number, not the path
+    assert str(number) in reply.split('"sources":')[1] and "refunds" not in reply
     assert "<|im_end|>" in reply  # the model learns to stop
 
 
@@ -138,8 +140,12 @@ def test_build_quarantines_bad_examples_and_fingerprints_what_trains(cfg, tokeni
 
     data = build_training_data(cfg, include_interactions=False, tokenizer=tokenizer)
     good_count = len((EXAMPLES / "training" / "grounded_answers.jsonl").read_text().splitlines())
-    assert len(data.train) + len(data.validation) == good_count
+    assert len(data.accepted) == good_count and data.origins == {"landing": good_count}
+    assert len(data.train) + len(data.validation) == good_count + data.counts["augmented"]
+    assert data.augmented["shuffled"] == good_count and data.augmented["without_answer"] > 0
     assert 0 < len(data.validation) < len(data.train)
+    parents = {i.split("~")[0] for i in data.validation["id"]}  # a derived example shares its parent's split
+    assert not parents & {i.split("~")[0] for i in data.train["id"]}
     held = {e.item_id: e for e in list_quarantined(store, "training")}
     assert set(held) == {"_training/bad.jsonl#L1", "_training/bad.jsonl#L2", "_training/bad.jsonl#L3",
                          "_training/bad.jsonl#L4", "_training/notes.txt"}
@@ -160,7 +166,7 @@ def test_build_quarantines_bad_examples_and_fingerprints_what_trains(cfg, tokeni
     fixed = build_training_data(cfg, include_interactions=False, tokenizer=tokenizer)
     assert list_quarantined(store, "training") == []
     assert fixed.fingerprint != data.fingerprint
-    assert len(fixed.train) + len(fixed.validation) == good_count + 1
+    assert len(fixed.accepted) == good_count + 1
 
 
 def test_duplicate_ids_are_held_not_merged(cfg, tokenizer) -> None:
@@ -170,7 +176,7 @@ def test_duplicate_ids_are_held_not_merged(cfg, tokenizer) -> None:
            "response": {"answer": "45 days", "sources": ["policies/refunds.md"]}}
     land_lines(landing, "a.jsonl", [row, row])
     data = build_training_data(cfg, include_interactions=False, tokenizer=tokenizer)
-    assert len(data.train) + len(data.validation) == 1
+    assert [e.id for e in data.accepted] == ["same"]
     [held] = list_quarantined(store, "training")
     assert held.item_id == "_training/a.jsonl#L2" and held.reasons[0].startswith("duplicate_id")
 
