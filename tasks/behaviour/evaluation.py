@@ -15,6 +15,7 @@ from hybridops.tasks.behaviour.answer import LoadedModel, load_answering_model
 from hybridops.tasks.behaviour.drift import assess
 from hybridops.tasks.behaviour.eval_history import EvalRecord, record_history, summarize
 from hybridops.tasks.behaviour.gap_attribution import GapAttribution, attribute_gaps
+from hybridops.tasks.behaviour.reply_cache import ReplyCache
 from hybridops.tasks.behaviour.suite import EvalReport, Suite, eval_suite, run_suite
 from hybridops.tasks.core.settings import Settings
 from hybridops.tasks.core.story import QuietReporter, Reporter, Step, direct
@@ -51,7 +52,8 @@ def load_champion(settings: Settings) -> LoadedModel:
 def answer_suite(settings: Settings, suite: Suite, loaded: LoadedModel, reporter: Reporter) -> EvalReport:
     """Answer every case with retrieved context and run its checks."""
     label = f"eval {loaded.adapter or 'base model'}"
-    return run_suite(settings, suite, loaded.model, loaded.tokenizer, loaded.adapter,
+    cache = ReplyCache.open(settings, loaded.adapter) if settings.eval_reuse_replies else None
+    return run_suite(settings, suite, loaded.model, loaded.tokenizer, loaded.adapter, cache=cache,
                      progress=lambda done, total, _case: reporter.progress(label, done, total))
 
 

@@ -18,6 +18,7 @@ from hybridops.tasks.behaviour.checks import CHECKS, DEFAULT_BANNED_PHRASES, DEF
 from hybridops.tasks.behaviour.interactions import sample_recent
 from hybridops.tasks.behaviour.llm import generate_chat_batch
 from hybridops.tasks.behaviour.prompting import Passage, build_messages, parse_reply
+from hybridops.tasks.behaviour.reply_cache import ReplyCache
 from hybridops.tasks.core.errors import BadInputError
 from hybridops.tasks.core.settings import PROJECT_ROOT, Settings
 from hybridops.tasks.knowledge.search import search
@@ -148,6 +149,7 @@ class EvalReport(BaseModel):
     seconds: float
     checks: dict[str, CheckStats]
     cases: list[CaseResult]
+    reused: int = 0  # replies taken from the reply cache (same weights, same prompt) instead of generated
 
     @property
     def n(self) -> int:
@@ -214,30 +216,48 @@ def evaluate_cases(
     model,
     tokenizer,
     on_result: Callable[[int, CaseResult], None] | None = None,
+    cache: ReplyCache | None = None,
 ) -> list[CaseResult]:
     """Answer many (case, passages) pairs in generation batches and run their checks; results in input order.
 
     Each reply equals the one `evaluate_case` gets (batched greedy decoding, see llm.generate_chat_batch);
-    settings.eval_batch_tokens sizes the batches (0 = one at a time). `on_result(index, result)` fires for
-    every case of a batch as soon as that batch is done. A case's latency_ms is its batch's generation time
-    divided by the batch's size (the amortised cost per answer)."""
+    settings.eval_batch_tokens sizes the batches (0 = one at a time). With a `cache` (the model's own, see
+    reply_cache.py) a prompt it answered before is not generated again; new replies are added to it.
+    `on_result(index, result)` fires for every case as soon as its reply is there (cached ones first). A
+    case's latency_ms is its batch's generation time divided by the batch's size (0 for a cached reply)."""
     conversations = [build_messages(case.question, passages) for case, passages in items]
     results: list[CaseResult | None] = [None] * len(items)
+
+    def finish(index: int, raw: str, latency_ms: float) -> None:
+        case, passages = items[index]
+        generated = Generated(reply=parse_reply(raw, passages), latency_ms=latency_ms)
+        results[index] = checked_result(settings, suite, case, passages, generated)
+        if on_result:
+            on_result(index, results[index])
+
+    todo = []
+    for index, messages in enumerate(conversations):
+        raw = cache.get(messages) if cache else None
+        if raw is None:
+            todo.append(index)
+        else:
+            finish(index, raw, 0.0)
     clock = time.perf_counter()
 
-    def batch_done(indices: list[int], raws: list[str]) -> None:
+    def batch_done(positions: list[int], raws: list[str]) -> None:
         nonlocal clock
-        per_case_ms = (time.perf_counter() - clock) * 1000 / len(indices)
-        for index, raw in zip(indices, raws):
-            case, passages = items[index]
-            generated = Generated(reply=parse_reply(raw, passages), latency_ms=per_case_ms)
-            results[index] = checked_result(settings, suite, case, passages, generated)
-            if on_result:
-                on_result(index, results[index])
+        per_case_ms = (time.perf_counter() - clock) * 1000 / len(positions)
+        for position, raw in zip(positions, raws):
+            if cache:
+                cache.put(conversations[todo[position]], raw)
+            finish(todo[position], raw, per_case_ms)
         clock = time.perf_counter()
 
-    generate_chat_batch(model, tokenizer, conversations, settings.max_new_tokens,
-                        batch_tokens=settings.eval_batch_tokens, on_batch=batch_done)
+    if todo:
+        generate_chat_batch(model, tokenizer, [conversations[i] for i in todo], settings.max_new_tokens,
+                            batch_tokens=settings.eval_batch_tokens, on_batch=batch_done)
+    if cache:
+        cache.save()
     return [result for result in results if result is not None]
 
 
@@ -279,12 +299,13 @@ def run_suite(
     adapter_version: str | None,
     retrieve: Retrieve | None = None,
     progress: Progress | None = None,
+    cache: ReplyCache | None = None,
 ) -> EvalReport:
     """Answer every case with retrieved context, check the replies and aggregate pass rates.
 
     Retrieval runs per case first, then generation in batches (settings.eval_batch_tokens); `progress(done,
     total, result)` fires per case as each batch completes (cases finish in batch order, not suite order;
-    the report lists them in suite order)."""
+    the report lists them in suite order). `cache`: the replies this very model gave before (reply_cache.py)."""
     retrieve = retrieve or make_retriever(settings)
     started = datetime.now(timezone.utc)
     clock = time.perf_counter()
@@ -297,7 +318,8 @@ def run_suite(
         if progress:
             progress(done, len(items), result)
 
-    results = evaluate_cases(settings, suite, items, model, tokenizer, on_result=case_done)
+    hits_before = cache.hits if cache else 0
+    results = evaluate_cases(settings, suite, items, model, tokenizer, on_result=case_done, cache=cache)
     return EvalReport(
         suite=suite.name,
         adapter_version=adapter_version,
@@ -305,6 +327,7 @@ def run_suite(
         seconds=time.perf_counter() - clock,
         checks=check_stats(results),
         cases=results,
+        reused=cache.hits - hits_before if cache else 0,
     )
 
 

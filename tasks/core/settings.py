@@ -134,6 +134,9 @@ class Settings(BaseSettings):
         8192, ge=0, description="Behaviour evals generate prompts in batches of similar length whose rows x "
         "(longest prompt + max_new_tokens) stays under this many tokens (same replies as one at a time, several "
         "times the throughput on CPU); 0 = one prompt at a time.")
+    eval_reuse_replies: bool = Field(
+        True, description="Evals and retrains reuse a reply the same model gave to the same prompt before "
+        "(greedy decoding: identical; see tasks/behaviour/reply_cache.py) instead of generating it again.")
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.05

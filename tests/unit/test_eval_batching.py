@@ -130,3 +130,46 @@ def test_oracle_reasks_are_batched_and_classified(stub_batches) -> None:
     assert stub_batches == [[1, 0]]  # both re-asks in one generation call
     assert gaps["noise"].kind == gaps["noise2"].kind == "retrieval_noise"
     assert gaps["missing"].kind == "knowledge"
+
+
+def test_a_cached_reply_is_reused_only_for_the_same_model_and_the_same_prompt(stub_batches, tmp_path) -> None:
+    from hybridops.tasks.behaviour.reply_cache import ReplyCache
+    from hybridops.tasks.core.object_store import FolderStore
+
+    store = FolderStore(str(tmp_path / "store"))
+    champion = {"base": {"id": "m", "sha256": "b"}, "adapter": {"version": "v1", "files": {"a": "1"}}}
+    cases = [Case(id=f"c{i}", question=f"How many days to return item {i}?", gold_docs=["policies/refunds.md"],
+                  expected_keywords=["45"]) for i in range(3)]
+    suite = Suite(name="s", cases=cases)
+
+    first = run_suite(Settings(), suite, object(), object(), "v1", retrieve=lambda q: (REFUNDS,),
+                      cache=ReplyCache(store, champion))
+    assert first.reused == 0 and len(stub_batches) == 2
+    stub_batches.clear()
+    again = run_suite(Settings(), suite, object(), object(), "v1", retrieve=lambda q: (REFUNDS,),
+                      cache=ReplyCache(store, champion))  # a later run: read back from the store
+    assert again.reused == 3 and stub_batches == []
+    assert [c.model_dump(exclude={"latency_ms"}) for c in again.cases] == \
+           [c.model_dump(exclude={"latency_ms"}) for c in first.cases]
+
+    changed = run_suite(Settings(), suite, object(), object(), "v1", retrieve=lambda q: (REFUNDS, OTHER),
+                        cache=ReplyCache(store, champion))  # other passages: another prompt
+    assert changed.reused == 0 and stub_batches
+    stub_batches.clear()
+    retrained = {**champion, "adapter": {"version": "v2", "files": {"a": "2"}}}
+    other = run_suite(Settings(), suite, object(), object(), "v2", retrieve=lambda q: (REFUNDS,),
+                      cache=ReplyCache(store, retrained))  # other weights: nothing reused
+    assert other.reused == 0 and stub_batches
+
+
+def test_an_unreadable_reply_cache_is_ignored_and_replaced(stub_batches, tmp_path) -> None:
+    from hybridops.tasks.behaviour.reply_cache import ReplyCache
+    from hybridops.tasks.core.object_store import FolderStore
+
+    store = FolderStore(str(tmp_path / "store"))
+    identity = {"base": {"id": "m", "sha256": "b"}, "adapter": None}
+    store.put(ReplyCache(store, identity).key, b"{not json")
+    suite = Suite(name="s", cases=[Case(id="c", question="Return window?", gold_docs=["policies/refunds.md"])])
+    report = run_suite(Settings(), suite, object(), object(), None, retrieve=lambda q: (REFUNDS,),
+                       cache=ReplyCache(store, identity))
+    assert report.reused == 0 and ReplyCache(store, identity).replies  # rewritten, readable again
