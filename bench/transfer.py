@@ -17,7 +17,12 @@ The adapter comes from your configured store (HYBRIDOPS_* settings as usual): by
 base model when none was promoted), `--adapter VERSION` for one registry version, `--adapter base` for the
 bare base model. Nothing is written to your store or index; no training, no promotion.
 
-Usage: python bench/transfer.py [--adapter VERSION|base] [--json] [--cases]
+`--train` measures a fresh adapter instead: on the private stack, the in-domain corpus and the shipped training
+examples (examples/training/) are landed and `retrain` runs as the retrain flow would (forced: train, evaluate
+challenger and champion, transfer gate, decide); the challenger it trained is then measured, promoted or not.
+The result adds the retrain's timings, its training-data composition and its decision.
+
+Usage: python bench/transfer.py [--adapter VERSION|base | --train] [--json] [--cases]
 Prints one JSON object on stdout with --json (a short table otherwise); progress on stderr.
 """
 
@@ -64,6 +69,8 @@ def main() -> None:
     parser.add_argument("--adapter", metavar="VERSION", default=None,
                         help="registry version to evaluate; 'base' for the bare base model (default: the champion, "
                              "or the base model when none was promoted)")
+    parser.add_argument("--train", action="store_true",
+                        help="train a challenger on the shipped examples on the private stack, then measure it")
     parser.add_argument("--suites", choices=["both", *SUITES], default="both", help="which suite(s) to run")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument("--cases", action="store_true", help="include every case's reply and failed checks")
@@ -83,22 +90,55 @@ def run(args: argparse.Namespace) -> dict:
     names = list(SUITES) if args.suites == "both" else [args.suites]
     suites = {name: load_suite(SUITES[name][1]) for name in names}  # a bad suite fails before anything starts
 
-    user = load_settings()
-    clock = time.perf_counter()
-    model, tokenizer, version, warning = load_model(user, args.adapter)
-    progress(f"model {version or 'base'} loaded in {time.perf_counter() - clock:.0f}s"
-             + (f" ({warning})" if warning else ""))
-    result: dict = {"adapter": version, "adapter_warning": warning, "suites": {}}
     with private_stack() as stack:
+        def suite_settings(name: str) -> Settings:
+            namespace = SUITES[name][3]
+            return stack.model_copy(update={"namespace": namespace, "home": stack.home / namespace,
+                                            "landing": None, "store": None})
+
+        result: dict = {}
+        clock = time.perf_counter()
+        if args.train:
+            trained = suite_settings("in_domain")
+            result["retrain"] = train_challenger(trained)
+            model, tokenizer, version, warning = load_model(trained, result["retrain"]["version"])
+        else:
+            model, tokenizer, version, warning = load_model(load_settings(), args.adapter)
+        progress(f"model {version or 'base'} ready in {time.perf_counter() - clock:.0f}s"
+                 + (f" ({warning})" if warning else ""))
+        result |= {"adapter": version, "adapter_warning": warning, "suites": {}}
         for name in names:
-            corpus, _, golden, namespace = SUITES[name]
-            cfg = stack.model_copy(update={"namespace": namespace, "home": stack.home / namespace,
-                                           "landing": None, "store": None})
+            corpus, _, golden, _namespace = SUITES[name]
+            cfg = suite_settings(name)
             result["suites"][name] = measure(cfg, name, suites[name], corpus, golden, model, tokenizer, version,
                                              args.cases)
     if len(result["suites"]) == 2:
         result["delta"] = delta(result["suites"]["in_domain"], result["suites"]["out_of_domain"])
     return result
+
+
+def train_challenger(cfg: Settings) -> dict:
+    """Land the in-domain corpus and the shipped training examples, run a forced retrain, return its evidence."""
+    from hybridops.tasks.behaviour.retrain import RetrainRequest, retrain
+
+    class Progress:  # a story Reporter on stderr
+        def stage(self, message: str) -> None:
+            progress(f"retrain: {message}")
+
+        def progress(self, label: str, done: int, total: int | None, info: str = "") -> None:
+            if done == total or done % 10 == 0:
+                progress(f"retrain: {label} {done}/{total} {info}".rstrip())
+
+    Path(cfg.landing_uri).mkdir(parents=True, exist_ok=True)
+    landing = landing_zone(cfg)
+    land(landing, [SUITES["in_domain"][0]])
+    run_refresh(cfg)
+    for path in sorted((EXAMPLES / "training").glob("*.jsonl")):
+        landing.put(f"_training/{path.name}", path.read_bytes())
+    clock = time.perf_counter()
+    outcome = retrain(cfg, RetrainRequest(force=True), reporter=Progress())
+    return {"retrain_s": round(time.perf_counter() - clock, 1)} | outcome.model_dump(
+        mode="json", exclude={"loss_curve"})
 
 
 def load_model(user: Settings, adapter: str | None) -> tuple[object, object, str | None, str | None]:
@@ -241,6 +281,12 @@ def table(result: dict) -> str:
         for s in suites.values()))
     lines.append(f"{'retrieval recall@k':26}" + "".join(f"{s['retrieval']['recall_at_k']}".rjust(24)
                                                         for s in suites.values()))
+    if "retrain" in result:
+        r = result["retrain"]
+        train = r.get("train") or {}
+        lines.append(f"retrain: {r['retrain_s']:.0f} s start to decision ({train.get('steps')} steps in "
+                     f"{train.get('seconds', 0):.0f} s) · data {r['dataset']} · "
+                     + ("PROMOTED" if r["promoted"] else "rejected") + f": {r['reason']}")
     return "\n".join(lines)
 
 

@@ -3,7 +3,8 @@
 The story is tasks/behaviour/retrain.py (the same one `hybridops retrain` runs, under the namespace's
 `adapters` lock): build training data (contract, quarantine) -> skip when no drift and no new data -> train
 a LoRA challenger -> register it -> run the SAME held-out suite with the same retrieval on challenger and
-champion -> decide -> promote or reject; then artifacts (loss curve, decision with evidence) and
+champion (and, with the transfer gate on, the out-of-domain transfer suite on both) -> decide -> promote or
+reject; then artifacts (loss curve, decision with evidence, in-domain and out-of-domain tables) and
 `hybridops.adapter.promoted` or `hybridops.adapter.rejected`.
 """
 
@@ -24,6 +25,7 @@ from hybridops.tasks.behaviour.retrain import (
     decision_rows,
     loss_sparkline,
     retrain,
+    transfer_rows,
 )
 from hybridops.tasks.core.settings import Settings, load_settings
 
@@ -71,6 +73,9 @@ def publish(settings: Settings, outcome: RetrainOutcome) -> None:
                           key=f"{key}-adapter-loss-curve",
                           description=f"training loss {loss_sparkline(outcome.loss_curve)}")
     create_table_artifact(decision_rows(outcome), key=f"{key}-adapter-checks", description="challenger vs champion")
+    if outcome.transfer_challenger:
+        create_table_artifact(transfer_rows(outcome), key=f"{key}-adapter-transfer-checks",
+                              description="challenger vs champion, out-of-domain (transfer suite)")
     adapter_decided(settings, outcome)
 
 

@@ -13,6 +13,8 @@ from hybridops.infra.services import private_stack_settings
 from hybridops.tasks.core.settings import Settings
 
 HERE = Path(__file__).parent
+TRANSFER_SUITE_SMALL = HERE / "data" / "transfer_suite_small.yaml"
+"""5 of the 20 transfer cases: a retrain's out-of-domain gate stays within the CI time budget."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -23,7 +25,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def stack_settings(home: Path, **overrides) -> Settings:
     """Settings for a private stack on fresh free ports under `home`."""
-    return private_stack_settings(home, **({"s3_bucket": "hybridops-test"} | overrides))
+    return private_stack_settings(
+        home, **({"s3_bucket": "hybridops-test", "transfer_suite": TRANSFER_SUITE_SMALL} | overrides))
 
 
 @pytest.fixture(scope="session")

@@ -45,12 +45,17 @@ def retrain(
     console.print(f"{outcome.version or '-'}: {verdict} — {outcome.reason}")
     if not outcome.skipped:
         _print_event(event)
-    if outcome.challenger:
-        table = Table("check", "challenger", f"champion ({outcome.champion_version or 'base'})")
-        for check, rate in outcome.challenger.items():
-            old = outcome.champion.get(check)
-            table.add_row(check, f"{rate:.2f}", "-" if old is None else f"{old:.2f}")
-        console.print(table)
+    champion = f"champion ({outcome.champion_version or 'base'})"
+    for title, challenger_rates, champion_rates in [
+        ("in-domain (held-out suite)", outcome.challenger, outcome.champion),
+        ("out-of-domain (transfer suite)", outcome.transfer_challenger, outcome.transfer_champion),
+    ]:
+        if challenger_rates:
+            table = Table("check", "challenger", champion, title=title)
+            for check, rate in challenger_rates.items():
+                old = champion_rates.get(check)
+                table.add_row(check, f"{rate:.2f}", "-" if old is None else f"{old:.2f}")
+            console.print(table)
 
 
 @adapters_app.command("list")

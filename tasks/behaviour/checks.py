@@ -171,6 +171,20 @@ def refuses_without_context(data: CheckInput) -> CheckResult | None:
     return CheckResult(is_refusal(answer), "" if is_refusal(answer) else f"answered: {answer[:80]!r}")
 
 
+@check("answers_when_supported")
+def answers_when_supported(data: CheckInput) -> CheckResult | None:
+    """No false refusal: on an answerable case whose gold document was retrieved, the reply gives an answer
+    (not null, not a refusal). Applies only there: without the gold passage, refusing is the right thing."""
+    if data.refusal or not data.gold_docs or not set(data.gold_docs) & set(data.retrieved):
+        return None
+    answer = (data.reply.answer or "").strip()
+    if not answer:
+        return CheckResult(False, "refused (null answer) although a gold passage was retrieved")
+    if is_refusal(answer):
+        return CheckResult(False, f"refused although a gold passage was retrieved: {answer[:80]!r}")
+    return CheckResult(True)
+
+
 @check("expected_keywords")
 def expected_keywords(data: CheckInput) -> CheckResult | None:
     """Every expected keyword occurs in the answer (case-insensitive, numbers compared without separators);

@@ -1,5 +1,8 @@
 """The retrain story as plain steps: data -> (skip?) -> train -> register -> evaluate both -> decide -> apply.
 
+"Evaluate both" is twice when the transfer gate is on (settings.transfer_suite): the in-domain held-out suite
+over the user's index, then the out-of-domain transfer suite over its side index (tasks/behaviour/transfer.py).
+
 `retrain()` composes the steps once, under the namespace's `adapters` lock (so a CLI run and a flow run never
 move the champion pointer at the same time); the CLI calls it directly, the Prefect flow passes a `step`
 runner that wraps each step in a Prefect task and a reporter that writes progress artifacts.
@@ -28,9 +31,11 @@ from hybridops.tasks.behaviour.adapters import (
     verify,
 )
 from hybridops.tasks.behaviour.eval_history import record_baseline
-from hybridops.tasks.behaviour.promotion import PromotionDecision, decide
+from hybridops.tasks.behaviour.promotion import CheckComparison, PromotionDecision, decide
+from hybridops.tasks.behaviour.reply_cache import ReplyCache
 from hybridops.tasks.behaviour.suite import EvalReport, Suite, load_suite, make_retriever, run_suite, suite_path
 from hybridops.tasks.behaviour.training import TrainConfig, TrainProgress, train
+from hybridops.tasks.behaviour.transfer import load_transfer_suite, prepare_transfer_index
 from hybridops.tasks.behaviour.training_data import TrainingData, build_training_data
 from hybridops.tasks.core.locks import namespace_lock
 from hybridops.tasks.core.settings import Settings
@@ -64,6 +69,8 @@ class RetrainOutcome(BaseModel):
     reason: str
     challenger: dict[str, float] = {}
     champion: dict[str, float] = {}
+    transfer_challenger: dict[str, float] = {}  # out-of-domain (transfer suite) pass rates; {} when the gate is off
+    transfer_champion: dict[str, float] = {}
     champion_version: str | None = None
     drifted: list[str] = []
     train: TrainStats | None = None
@@ -76,6 +83,7 @@ class RetrainOutcome(BaseModel):
         return {
             "version": self.version, "promoted": self.promoted, "skipped": self.skipped, "reason": self.reason,
             "challenger": self.challenger, "champion": self.champion, "champion_version": self.champion_version,
+            "transfer_challenger": self.transfer_challenger, "transfer_champion": self.transfer_champion,
             "drifted": self.drifted, "train": train, "dataset": self.dataset,
         }
 
@@ -116,11 +124,15 @@ def train_challenger(
         )
 
 
-def evaluate(settings: Settings, suite: Suite, version: str | None, retrieve, reporter: Reporter) -> EvalReport:
-    """Run the held-out suite on one adapter version (None = base model) with the shared retrieval."""
+def evaluate(
+    settings: Settings, suite: Suite, version: str | None, retrieve, reporter: Reporter, purpose: str = "eval"
+) -> EvalReport:
+    """Run a suite on one adapter version (None = base model) with the shared retrieval. The model comes from
+    `settings` (the user's store); `retrieve` may search another index (the transfer suite's side index)."""
     model, tokenizer = load_version_model(settings, version)
-    label = f"eval {version or 'base model'}"
-    return run_suite(settings, suite, model, tokenizer, version, retrieve=retrieve,
+    label = f"{purpose} {version or 'base model'}"
+    cache = ReplyCache.open(settings, version) if settings.eval_reuse_replies else None  # the champion: mostly hits
+    return run_suite(settings, suite, model, tokenizer, version, retrieve=retrieve, cache=cache,
                      progress=lambda done, total, _case: reporter.progress(label, done, total))
 
 
@@ -184,6 +196,7 @@ def _retrain(settings: Settings, request: RetrainRequest, step: Step, reporter: 
                               dataset=dataset, champion_version=champion_version(settings))
 
     suite = load_held_out_suite(settings, request.suite)  # fail before minutes of training, not after
+    transfer_suite = load_transfer_suite(settings)  # None: the transfer gate is off
     incumbent = champion_version(settings)
     if incumbent:
         verify(settings, incumbent)  # a tampered champion stops the run here, with a clear error
@@ -206,14 +219,28 @@ def _retrain(settings: Settings, request: RetrainRequest, step: Step, reporter: 
     reporter.stage(f"evaluating challenger {manifest.version} and champion {incumbent or 'base model'}")
     challenger = step(evaluate, settings, suite, manifest.version, retrieve, reporter)
     champion = step(evaluate, settings, suite, incumbent, retrieve, reporter)
+    transfer: dict[str, dict[str, float]] = {}  # decide() and the outcome take the same two keyword arguments
+    if transfer_suite is not None:
+        reporter.stage("transfer: indexing the out-of-domain corpus in its side namespace")
+        side = step(prepare_transfer_index, settings)
+        side_retrieve = make_retriever(side)  # the side index; models still come from the user's store
+        reporter.stage(f"transfer: evaluating challenger {manifest.version} and champion {incumbent or 'base model'} "
+                       f"on the out-of-domain suite")
+        transfer = {
+            "transfer_challenger": step(evaluate, settings, transfer_suite, manifest.version, side_retrieve, reporter,
+                                        "transfer eval").pass_rates(),
+            "transfer_champion": step(evaluate, settings, transfer_suite, incumbent, side_retrieve, reporter,
+                                      "transfer eval").pass_rates(),
+        }
 
-    decision = decide(challenger.pass_rates(), champion.pass_rates(), request.drifted, settings.promotion_tolerance)
+    decision = decide(challenger.pass_rates(), champion.pass_rates(), request.drifted, settings.promotion_tolerance,
+                      **transfer, transfer_gate=settings.transfer_gate_checks)
     decision = step(apply_decision, settings, manifest, challenger, decision, incumbent)
     promoted = decision.promote
     reporter.stage(("promoted " if promoted else "rejected ") + f"{manifest.version}: {decision.reason}")
     return RetrainOutcome(
         version=manifest.version, promoted=promoted, reason=decision.reason,
-        challenger=challenger.pass_rates(), champion=champion.pass_rates(), champion_version=incumbent,
+        challenger=challenger.pass_rates(), champion=champion.pass_rates(), champion_version=incumbent, **transfer,
         drifted=request.drifted, loss_curve=manifest.train.loss_curve, dataset=dataset, decision=decision,
         train=TrainStats(steps=manifest.train.steps, seconds=manifest.train.seconds,
                          tokens_per_s=manifest.train.tokens_per_s, final_loss=manifest.train.final_loss,
@@ -224,15 +251,30 @@ def _retrain(settings: Settings, request: RetrainRequest, step: Step, reporter: 
 # Human-readable evidence (Prefect artifacts, CLI) ---------------------------------------------------------
 
 def decision_rows(outcome: RetrainOutcome) -> list[dict[str, Any]]:
-    """One row per check: both pass rates, delta, whether it was a target and the verdict."""
-    if not outcome.decision:
-        return []
+    """One row per in-domain check: both pass rates, delta, whether it was a target and the verdict."""
+    return _rows(outcome.decision.checks) if outcome.decision else []
+
+
+def transfer_rows(outcome: RetrainOutcome) -> list[dict[str, Any]]:
+    """One row per out-of-domain (transfer suite) check; [] when the transfer gate was off."""
+    return _rows(outcome.decision.transfer_checks) if outcome.decision else []
+
+
+def _rows(checks: list[CheckComparison]) -> list[dict[str, Any]]:
     return [
         {"check": c.check, "challenger": round(c.challenger, 3),
          "champion": None if c.champion is None else round(c.champion, 3),
-         "delta": c.delta, "target": c.target, "verdict": c.verdict}
-        for c in outcome.decision.checks
+         "delta": c.delta, "target": c.target, "verdict": c.verdict if c.gated else f"{c.verdict} (not gated)"}
+        for c in checks
     ]
+
+
+def _markdown_table(title: str, rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    columns = list(rows[0])
+    return ["", f"**{title}**", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns),
+            *("| " + " | ".join(str(row[c]) for c in columns) + " |" for row in rows)]
 
 
 def decision_markdown(outcome: RetrainOutcome) -> str:
@@ -250,11 +292,8 @@ def decision_markdown(outcome: RetrainOutcome) -> str:
         lines += ["", f"Training: {outcome.train.steps} steps in {outcome.train.seconds:.0f} s "
                       f"({outcome.train.tokens_per_s:.0f} tokens/s), final loss {outcome.train.final_loss}, "
                       f"validation loss {outcome.train.validation_loss}"]
-    rows = decision_rows(outcome)
-    if rows:
-        lines += ["", "| check | challenger | champion | delta | target | verdict |", "|---|---|---|---|---|---|"]
-        lines += [f"| {r['check']} | {r['challenger']} | {r['champion']} | {r['delta']} | {r['target']} | "
-                  f"{r['verdict']} |" for r in rows]
+    lines += _markdown_table("in-domain (held-out suite)", decision_rows(outcome))
+    lines += _markdown_table("out-of-domain (transfer suite)", transfer_rows(outcome))
     return "\n".join(lines)
 
 

@@ -26,7 +26,8 @@ from hybridops.tasks.knowledge.search import search
 Retrieve = Callable[[str], Sequence[Passage]]
 Progress = Callable[[int, int, "CaseResult"], None]
 
-ANSWER_CHECKS = ["json_format", "sources_valid", "cites_gold", "grounded", "expected_keywords", "max_length", "banned_phrases"]
+ANSWER_CHECKS = ["json_format", "sources_valid", "cites_gold", "grounded", "answers_when_supported", "expected_keywords",
+                 "max_length", "banned_phrases"]
 REFUSAL_CHECKS = ["json_format", "sources_valid", "refuses_without_context", "max_length", "banned_phrases"]
 INTERACTION_CHECKS = ["json_format", "sources_valid", "grounded", "max_length", "banned_phrases"]
 Z_95 = 1.959963984540054

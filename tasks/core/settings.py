@@ -26,6 +26,10 @@ so they are used only for a local endpoint and refused for any other (see Settin
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
+EMPTY_MEANS_NONE = ("transfer_suite", "transfer_corpus")
+"""Optional settings on by default: set empty to switch them off (and passed on empty when off, see as_env)."""
+
+
 class Settings(BaseSettings):
     """Effective configuration; env prefix HYBRIDOPS_, optional .env file."""
 
@@ -160,6 +164,20 @@ class Settings(BaseSettings):
     behaviour_suite: Path = Field(
         Path("examples/behaviour_suite.yaml"), description="Behaviour eval suite (YAML) run by `hybridops eval`."
     )
+    transfer_suite: Path | None = Field(
+        Path("examples/transfer/behaviour_suite.yaml"),
+        description="Out-of-domain behaviour suite (YAML, never trained on): retrain also evaluates challenger and "
+        "champion on it over transfer_corpus and rejects a challenger that transfers worse; empty disables the gate.",
+    )
+    transfer_corpus: Path | None = Field(
+        Path("examples/transfer/corpus"),
+        description="Folder of the out-of-domain documents transfer_suite asks about, indexed in the side "
+        "namespace <namespace>_transfer; empty disables the transfer gate.",
+    )
+    transfer_gate_checks: list[str] = Field(
+        ["json_format", "sources_valid", "cites_gold", "grounded", "refuses_without_context", "answers_when_supported"],
+        description="The transfer-suite checks that can block a promotion (behaviour); the others (facts such as "
+        "expected_keywords) are shown in the decision, not gated.")
     eval_sample_interactions: int = Field(4, description="Recent logged questions added to each behaviour eval.")
     eval_sample_days: int = 7
     promotion_tolerance: float = 0.05
@@ -169,6 +187,12 @@ class Settings(BaseSettings):
         "unverifiable manifest, tampered files), `ask` answers with the bare base model and a warning instead "
         "of failing; set false to make `ask` fail with an integrity error (exit 4) instead.",
     )
+
+    @field_validator(*EMPTY_MEANS_NONE, mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        """`HYBRIDOPS_TRANSFER_SUITE=` (empty) switches an optional path off instead of meaning the cwd."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("namespace")
     @classmethod
@@ -267,9 +291,11 @@ class Settings(BaseSettings):
         """HYBRIDOPS_* variables that recreate these settings in a child process (secrets included)."""
         env: dict[str, str] = {}
         for name, value in self:
-            if value is None:
+            if value is None and name in EMPTY_MEANS_NONE:
+                value = ""  # off, not "unset": unset would bring the default back in the child
+            elif value is None:
                 continue
-            if isinstance(value, SecretStr):
+            elif isinstance(value, SecretStr):
                 value = value.get_secret_value()
             elif isinstance(value, list):
                 value = json.dumps(value)

@@ -147,6 +147,7 @@ def test_retrain_promotes_a_format_fixing_challenger_then_rejects_a_corrupted_on
     from hybridops.tasks.core.object_store import artifact_store
     from hybridops.tasks.core.quarantine import list_quarantined
     from hybridops.tasks.behaviour.retrain import RetrainRequest, retrain
+    from hybridops.tasks.behaviour.transfer import transfer_settings
 
     cfg = settings.model_copy(update={"behaviour_suite": small_suite(tmp_path / "suite.yaml"),
                                       "max_new_tokens": 64})
@@ -168,6 +169,12 @@ def test_retrain_promotes_a_format_fixing_challenger_then_rejects_a_corrupted_on
         assert adapters.champion_version(cfg) == good.version
         assert load_baseline(cfg, good.version).checks["json_format"].pass_rate == good.challenger["json_format"]
         assert adapters.show(cfg, good.version).decision["promote"] is True
+        # the out-of-domain gate ran too (tests/data/transfer_suite_small.yaml over the shipped transfer corpus)
+        assert cfg.transfer_suite.name == "transfer_suite_small.yaml"
+        assert {"json_format", "cites_gold", "refuses_without_context"} <= set(good.transfer_challenger)
+        assert set(good.transfer_champion) == set(good.transfer_challenger)
+        assert {c.check for c in good.decision.transfer_checks} == set(good.transfer_challenger)
+        assert good.cli_dict()["transfer_challenger"] == good.transfer_challenger
 
         again = retrain(cfg, RetrainRequest())  # no drift and the same data: nothing to do
         assert again.skipped and "no new training data" in again.reason
@@ -180,6 +187,7 @@ def test_retrain_promotes_a_format_fixing_challenger_then_rejects_a_corrupted_on
         assert [e.item_id for e in list_quarantined(store, "training")] == [unformatted]  # the corrupted set passes
         assert bad.dataset["rejected"] == 1 and bad.dataset["origins"]["landing"] == n_corrupted  # the contract...
         assert not bad.promoted, bad.challenger  # ...but the challenger it produces is rejected
+        assert bad.transfer_challenger and bad.transfer_champion and bad.decision.transfer_checks
         assert bad.champion_version == good.version
         assert "worse" in bad.reason or "not better" in bad.reason
         assert store.get(adapters.CHAMPION_KEY) == pointer_before
@@ -187,6 +195,7 @@ def test_retrain_promotes_a_format_fixing_challenger_then_rejects_a_corrupted_on
         assert [m.version for m in adapters.list_versions(cfg)] == [good.version, bad.version]
     finally:
         drop_namespace(cfg)
+        drop_namespace(transfer_settings(cfg))  # the side namespace holding the transfer corpus
 
 
 def test_retrain_flow_without_training_data_skips_and_says_why(settings: Settings, prefect_api, monkeypatch) -> None:

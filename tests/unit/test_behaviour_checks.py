@@ -149,3 +149,15 @@ def test_expected_keyword_alternatives():
     assert run("expected_keywords", reply, expected_keywords=(("3,600", "one hour"),)).passed
     assert run("expected_keywords", '{"answer": "3600 seconds", "sources": []}', expected_keywords=(("3,600", "one hour"),)).passed
     assert not run("expected_keywords", '{"answer": "A day.", "sources": []}', expected_keywords=(("3,600", "one hour"),)).passed
+
+
+def test_answers_when_supported_flags_a_refusal_only_when_the_gold_passage_was_there():
+    gold = {"gold_docs": ("policies/returns.md",)}
+    assert run("answers_when_supported", '{"answer": "30 days", "sources": ["policies/returns.md"]}', **gold).passed
+    null = run("answers_when_supported", '{"answer": null, "sources": []}', **gold)
+    assert not null.passed and "null" in null.detail
+    assert not run("answers_when_supported", '{"answer": "I do not know.", "sources": []}', **gold).passed
+    assert run("answers_when_supported", "Thirty days.", **gold).passed  # prose: an answer, in the wrong format
+    missed = run("answers_when_supported", '{"answer": null, "sources": []}', gold_docs=("other/doc.md",))
+    assert missed is None  # gold not retrieved: refusing is right (a knowledge gap, not a false refusal)
+    assert run("answers_when_supported", '{"answer": null, "sources": []}', refusal=True) is None
