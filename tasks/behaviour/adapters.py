@@ -77,6 +77,8 @@ class TrainingSummary(BaseModel):
     final_loss: float | None
     validation_loss: float | None
     loss_curve: list[float]
+    stopped_early: bool = False
+    probes: list[dict] = Field(default_factory=list, description="held-out agreement per probe (early stopping)")
 
 
 class AdapterManifest(BaseModel):
@@ -205,6 +207,7 @@ def register(
             steps=result.steps, seconds=result.seconds, tokens_per_s=result.tokens_per_s,
             final_loss=result.loss_curve[-1] if result.loss_curve else None,
             validation_loss=result.validation_loss, loss_curve=result.loss_curve,
+            stopped_early=result.stopped_early, probes=[p.model_dump() for p in result.probes],
         ),
         parent=parent,
     )

@@ -115,9 +115,6 @@ def generate_chat_batch(
     its own EOS (generate pads finished rows); the reply is cut at the first EOS, as a single call ends there.
     `on_batch(indices, replies)` is called after each batch (indices into `conversations`).
     """
-    import torch
-    from transformers import GenerationConfig
-
     if not getattr(tokenizer, "chat_template", None):
         raise ModelError("this tokenizer has no chat template; use an instruct/chat model")
     prompts = []
@@ -125,6 +122,21 @@ def generate_chat_batch(
         if not messages:
             raise ValueError("generate_chat needs at least one message per conversation")
         prompts.append(chat_prompt_ids(tokenizer, messages))
+    return generate_batch(model, tokenizer, prompts, max_new_tokens, batch_tokens, on_batch)
+
+
+def generate_batch(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[list[int]],
+    max_new_tokens: int,
+    batch_tokens: int = 0,
+    on_batch: Callable[[list[int], list[str]], None] | None = None,
+) -> list[str]:
+    """Greedy replies to already tokenized prompts (see generate_chat_batch, which builds them from chats)."""
+    import torch
+    from transformers import GenerationConfig
+
     eos = model.generation_config.eos_token_id or tokenizer.eos_token_id
     eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos])
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

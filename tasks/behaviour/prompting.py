@@ -102,7 +102,7 @@ def resolve_citations(cited: Sequence[str | int], passages: Sequence[Passage]) -
     ids = [p.doc_id for p in passages]
     resolved = []
     for item in cited:
-        number = _passage_number(item)
+        number = passage_number(item)
         if isinstance(item, str) and item in ids:
             resolved.append(item)
         elif number is not None:
@@ -112,7 +112,8 @@ def resolve_citations(cited: Sequence[str | int], passages: Sequence[Passage]) -
     return list(dict.fromkeys(resolved))
 
 
-def _passage_number(item: str | int) -> int | None:
+def passage_number(item: str | int) -> int | None:
+    """2, "2" or "[2]" -> 2; anything else -> None."""
     if isinstance(item, int):
         return item
     match = _PASSAGE_NUMBER.fullmatch(item.strip())

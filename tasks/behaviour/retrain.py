@@ -58,6 +58,7 @@ class TrainStats(BaseModel):
     tokens_per_s: float
     final_loss: float | None
     validation_loss: float | None
+    stopped_early: bool = False  # the held-out probe agreed before the maximum step count
 
 
 class RetrainOutcome(BaseModel):
@@ -79,7 +80,7 @@ class RetrainOutcome(BaseModel):
     decision: PromotionDecision | None = None
 
     def cli_dict(self) -> dict[str, Any]:
-        train = self.train.model_dump(include={"steps", "seconds", "tokens_per_s"}) if self.train else None
+        train = self.train.model_dump(include={"steps", "seconds", "tokens_per_s", "stopped_early"}) if self.train else None
         return {
             "version": self.version, "promoted": self.promoted, "skipped": self.skipped, "reason": self.reason,
             "challenger": self.challenger, "champion": self.champion, "champion_version": self.champion_version,
@@ -187,7 +188,8 @@ def retrain(
 def _retrain(settings: Settings, request: RetrainRequest, step: Step, reporter: Reporter) -> RetrainOutcome:
     reporter.stage("building training data")
     data = step(build_data, settings, request.include_interactions)
-    dataset = {**data.counts, "fingerprint": data.fingerprint, "origins": data.origins}
+    dataset = {**data.counts, "fingerprint": data.fingerprint, "origins": data.origins,
+               "augmented_kinds": data.augmented}
     # A run that died after registering its challenger left it undecided: decide that one, do not train again.
     pending = undecided_challenger(settings, data.fingerprint) if len(data.train) else None
     skip = None if pending else skip_reason(settings, data, request.drifted, request.force)
@@ -212,7 +214,9 @@ def _retrain(settings: Settings, request: RetrainRequest, step: Step, reporter: 
         manifest = pending
     else:
         cfg = TrainConfig.from_settings(settings, **({"steps": request.steps} if request.steps else {}))
-        reporter.stage(f"training a LoRA challenger: {cfg.steps} steps on {len(data.train)} examples")
+        early = f", stopping early once held-out replies agree (from step {cfg.min_steps})" \
+            if cfg.min_steps is not None and cfg.min_steps < cfg.steps else ""
+        reporter.stage(f"training a LoRA challenger: up to {cfg.steps} steps on {len(data.train)} examples{early}")
         manifest = step(train_challenger, settings, data, cfg, reporter)
 
     retrieve = make_retriever(settings)  # memoised: both models see exactly the same passages
@@ -244,7 +248,8 @@ def _retrain(settings: Settings, request: RetrainRequest, step: Step, reporter: 
         drifted=request.drifted, loss_curve=manifest.train.loss_curve, dataset=dataset, decision=decision,
         train=TrainStats(steps=manifest.train.steps, seconds=manifest.train.seconds,
                          tokens_per_s=manifest.train.tokens_per_s, final_loss=manifest.train.final_loss,
-                         validation_loss=manifest.train.validation_loss),
+                         validation_loss=manifest.train.validation_loss,
+                         stopped_early=manifest.train.stopped_early),
     )
 
 
@@ -289,7 +294,8 @@ def decision_markdown(outcome: RetrainOutcome) -> str:
         f"{', '.join(outcome.drifted) or 'none'} · data: {outcome.dataset}",
     ]
     if outcome.train:
-        lines += ["", f"Training: {outcome.train.steps} steps in {outcome.train.seconds:.0f} s "
+        early = " (stopped early: held-out replies agreed)" if outcome.train.stopped_early else ""
+        lines += ["", f"Training: {outcome.train.steps} steps{early} in {outcome.train.seconds:.0f} s "
                       f"({outcome.train.tokens_per_s:.0f} tokens/s), final loss {outcome.train.final_loss}, "
                       f"validation loss {outcome.train.validation_loss}"]
     lines += _markdown_table("in-domain (held-out suite)", decision_rows(outcome))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import time
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict
 
 from hybridops.tasks.behaviour.llm import load_base_model
+from hybridops.tasks.behaviour.training_probe import ProbeScore, probe, probe_cases
 from hybridops.tasks.core.settings import Settings
 
 # torch, numpy, peft and datasets are imported inside the functions that train: the registry and the CLI
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
 
     from hybridops.tasks.behaviour.training_data import TrainingData
 
+log = logging.getLogger(__name__)
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 
 
@@ -43,6 +46,13 @@ class TrainConfig(BaseModel):
     max_batch_tokens: int
     bf16: bool
     seed: int
+    # Early stopping (tasks/behaviour/training_probe.py): from min_steps on, every probe_every steps, probe
+    # probe_examples held-out examples and stop when format, refusals and citations all agree >= stop_agreement.
+    # min_steps None (or >= steps) trains exactly `steps` steps.
+    min_steps: int | None = None
+    probe_every: int = 8
+    probe_examples: int = 12
+    stop_agreement: float = 0.9
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides) -> TrainConfig:
@@ -51,7 +61,9 @@ class TrainConfig(BaseModel):
             target_modules=list(settings.lora_target_modules), steps=settings.train_steps,
             batch_size=settings.train_batch_size, learning_rate=settings.learning_rate,
             max_seq_len=settings.max_seq_len, max_batch_tokens=settings.train_max_batch_tokens,
-            bf16=settings.train_bf16, seed=settings.train_seed,
+            bf16=settings.train_bf16, seed=settings.train_seed, min_steps=settings.train_min_steps,
+            probe_every=settings.train_probe_every, probe_examples=settings.train_probe_examples,
+            stop_agreement=settings.train_stop_agreement,
         )
         values.update(overrides)
         return cls(**values)
@@ -79,6 +91,8 @@ class TrainResult(BaseModel):
     validation_loss: float | None
     bf16: bool
     trainable_params: int
+    probes: list[ProbeScore] = []
+    stopped_early: bool = False
 
 
 ProgressCallback = Callable[[TrainProgress], None]
@@ -222,11 +236,15 @@ def train(
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
     stream = batches(data.train, cfg.batch_size, cfg.seed, pad_id)
+    early_stop = cfg.min_steps is not None and cfg.min_steps < cfg.steps and cfg.probe_examples > 0
+    held_out = probe_cases(data.validation, tokenizer, cfg.probe_examples, cfg.seed) if early_stop else []
+    probes: list[ProbeScore] = []
 
     model.train()
     losses: list[float] = []
     tokens = 0
     started = time.perf_counter()
+    steps_done = 0
     for step in range(cfg.steps):
         batch = next(stream)
         targets = int((batch["labels"][:, 1:] != -100).sum())
@@ -243,18 +261,24 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         losses.append(round(loss_value, 5))
         tokens += int(batch["attention_mask"].sum())
+        steps_done = step + 1
         if progress:
-            progress(TrainProgress(step=step + 1, total=cfg.steps, loss=losses[-1],
+            progress(TrainProgress(step=steps_done, total=cfg.steps, loss=losses[-1],
                                    seconds=time.perf_counter() - started))
+        if held_out and steps_done >= cfg.min_steps and steps_done % cfg.probe_every == 0 and steps_done < cfg.steps:
+            probes.append(probe(model, tokenizer, held_out, steps_done))
+            log.info("probe at step %d: %s", steps_done, probes[-1])
+            if probes[-1].met(cfg.stop_agreement):
+                break
     seconds = time.perf_counter() - started
 
     validation_loss = evaluate_loss(model, data.validation, cfg, pad_id, device, use_bf16)
     save_adapter(model, out_dir)
     return TrainResult(
-        adapter_dir=out_dir, steps=cfg.steps, seconds=round(seconds, 3),
-        step_seconds=round(seconds / max(1, cfg.steps), 4), tokens_per_s=round(tokens / max(seconds, 1e-9), 1),
+        adapter_dir=out_dir, steps=steps_done, seconds=round(seconds, 3),
+        step_seconds=round(seconds / max(1, steps_done), 4), tokens_per_s=round(tokens / max(seconds, 1e-9), 1),
         tokens=tokens, loss_curve=losses, validation_loss=validation_loss, bf16=use_bf16,
-        trainable_params=sum(p.numel() for p in params),
+        trainable_params=sum(p.numel() for p in params), probes=probes, stopped_early=steps_done < cfg.steps,
     )
 
 

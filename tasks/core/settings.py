@@ -26,7 +26,7 @@ so they are used only for a local endpoint and refused for any other (see Settin
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
-EMPTY_MEANS_NONE = ("transfer_suite", "transfer_corpus")
+EMPTY_MEANS_NONE = ("transfer_suite", "transfer_corpus", "train_min_steps")
 """Optional settings on by default: set empty to switch them off (and passed on empty when off, see as_env)."""
 
 
@@ -153,6 +153,13 @@ class Settings(BaseSettings):
     train_bf16: bool = True
     train_seed: int = 0
     train_validation_fraction: float = 0.15
+    train_min_steps: int | None = Field(
+        16, description="Early stopping: from this step on, every train_probe_every steps, held-out examples are "
+        "answered and training stops once format, refusals and citations agree with them (>= train_stop_agreement); "
+        "train_steps is the maximum. Empty (or >= train_steps) trains exactly train_steps steps.")
+    train_probe_every: int = Field(8, ge=1)
+    train_probe_examples: int = Field(12, ge=0)
+    train_stop_agreement: float = Field(0.9, ge=0, le=1)
     train_augment: bool = Field(True, description="Add derived training examples (shuffled passages and renamed doc "
                                 "ids; refusal twins without the answering passages) so the adapter learns to "
                                 "copy from the context, not to memorise the corpus.")

@@ -150,7 +150,7 @@ def test_retrain_promotion_loses_cas_when_the_champion_moved(cfg, store, tmp_pat
 def test_retrain_decides_an_undecided_challenger_instead_of_training(cfg, store, tmp_path, monkeypatch) -> None:
     cfg = cfg.model_copy(update={"transfer_suite": None})  # the transfer gate's resume path: test_transfer_gate.py
     pending = register(cfg, store, adapter_folder(tmp_path, b"pending"))  # its run died right after this
-    data = SimpleNamespace(train=[1, 2, 3], validation=[1], fingerprint="f" * 64, origins={},
+    data = SimpleNamespace(train=[1, 2, 3], validation=[1], fingerprint="f" * 64, origins={}, augmented={},
                            counts={"train": 3, "validation": 1, "rejected": 0})
     monkeypatch.setattr(retrain, "build_data", lambda settings, include: data)
     monkeypatch.setattr(retrain, "load_held_out_suite", lambda settings, path: object())

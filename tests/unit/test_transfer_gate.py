@@ -130,7 +130,7 @@ def test_a_resumed_challenger_is_judged_out_of_domain_too_with_user_models_and_s
         in_domain = purpose == "eval"
         return report(version, (1.0 if version else 0.5) if in_domain else (0.2 if version else 0.8))
 
-    examples = SimpleNamespace(fingerprint="f" * 64, train=[1, 2, 3], validation=[1], origins={},
+    examples = SimpleNamespace(fingerprint="f" * 64, train=[1, 2, 3], validation=[1], origins={}, augmented={},
                                counts={"rejected": 0, "train": 3, "validation": 1})
     stubs = {
         "build_data": lambda settings, include: examples, "load_held_out_suite": lambda settings, path: object(),
