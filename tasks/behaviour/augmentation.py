@@ -31,7 +31,7 @@ FOLDERS = ("", "hr", "it", "ops", "fleet", "finance", "legal", "support", "polic
            "docs/2024", "handbook", "customers", "internal", "archive", "sales")
 # A refusal twin is made only when the remaining passages miss most of the answer's content words.
 MAX_ANSWER_OVERLAP = 0.5
-DEFAULT_REFUSAL_SHARE = 0.4
+DEFAULT_REFUSAL_SHARE = 0.3
 
 
 class Example(Protocol):

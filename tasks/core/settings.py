@@ -163,7 +163,7 @@ class Settings(BaseSettings):
     train_augment: bool = Field(True, description="Add derived training examples (shuffled passages and renamed doc "
                                 "ids; refusal twins without the answering passages) so the adapter learns to "
                                 "copy from the context, not to memorise the corpus.")
-    train_refusal_share: float = Field(0.4, ge=0, lt=1, description="Refusal twins are added only while refusals "
+    train_refusal_share: float = Field(0.3, ge=0, lt=1, description="Refusal twins are added only while refusals "
                                        "stay at most this share of the training data.")
     drift_alpha: float = 0.05
     drift_min_n: int = 8
