@@ -66,10 +66,11 @@ MAX_EXAMPLES = 10
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--adapter", metavar="VERSION", default=None,
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--adapter", metavar="VERSION", default=None,
                         help="registry version to evaluate; 'base' for the bare base model (default: the champion, "
                              "or the base model when none was promoted)")
-    parser.add_argument("--train", action="store_true",
+    which.add_argument("--train", action="store_true",
                         help="train a challenger on the shipped examples on the private stack, then measure it")
     parser.add_argument("--suites", choices=["both", *SUITES], default="both", help="which suite(s) to run")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -100,7 +101,7 @@ def run(args: argparse.Namespace) -> dict:
         clock = time.perf_counter()
         if args.train:
             trained = suite_settings("in_domain")
-            result["retrain"] = train_challenger(trained)
+            result["retrain"] = retrain_on_shipped_examples(trained)
             model, tokenizer, version, warning = load_model(trained, result["retrain"]["version"])
         else:
             model, tokenizer, version, warning = load_model(load_settings(), args.adapter)
@@ -117,7 +118,7 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
-def train_challenger(cfg: Settings) -> dict:
+def retrain_on_shipped_examples(cfg: Settings) -> dict:
     """Land the in-domain corpus and the shipped training examples, run a forced retrain, return its evidence."""
     from hybridops.tasks.behaviour.retrain import RetrainRequest, retrain
 

@@ -67,6 +67,7 @@ def decide(
     transfer_challenger: dict[str, float] | None = None,
     transfer_champion: dict[str, float] | None = None,
     transfer_gate: Collection[str] | None = None,
+    transfer_n: dict[str, int] | None = None,
 ) -> PromotionDecision:
     """Promote iff the challenger improves a target check, loses on no target, and loses at most
     `tolerance` on every other check. Targets are the drifted checks, or every check when nothing drifted
@@ -77,7 +78,9 @@ def decide(
     learned the training domain has not learned the behaviour. A check without a rate on either side is new.
     Only the `transfer_gate` checks (default: all) can block there: behaviour (format, citations, grounding,
     refusing and not refusing), not facts. Whether a 135M model recalls the right number from a logistics
-    handbook is its base capability, which no adapter is trained for; those rates are shown, not gated."""
+    handbook is its base capability, which no adapter is trained for; those rates are shown, not gated.
+    A transfer check may also drop by one case (1/n of its `transfer_n` applicable cases) when that is more
+    than the tolerance: on a 20-case suite a single flipped greedy reply is noise, not a worse adapter."""
     if not challenger:
         return PromotionDecision(
             promote=False, reason="the challenger has no eval scores", targets=[], tolerance=tolerance, checks=[]
@@ -95,8 +98,10 @@ def decide(
                           0.0 if (check in targets and strict) else tolerance, check in targets)
             for check in sorted(challenger)]
     transfer_champion = transfer_champion or {}
-    transfer_rows = [compare_check(check, rate, transfer_champion.get(check), tolerance, False,
-                                   gated=transfer_gate is None or check in transfer_gate)
+    transfer_n = transfer_n or {}
+    transfer_rows = [compare_check(check, rate, transfer_champion.get(check),
+                                   max(tolerance, 1 / transfer_n[check]) if transfer_n.get(check) else tolerance,
+                                   False, gated=transfer_gate is None or check in transfer_gate)
                      for check, rate in sorted((transfer_challenger or {}).items())]
     improved = [r.check for r in rows if r.target and r.verdict == "improved"]
 

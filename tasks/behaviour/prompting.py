@@ -113,7 +113,9 @@ def resolve_citations(cited: Sequence[str | int], passages: Sequence[Passage]) -
 
 
 def passage_number(item: str | int) -> int | None:
-    """2, "2" or "[2]" -> 2; anything else -> None."""
+    """2, "2" or "[2]" -> 2; anything else (True included) -> None."""
+    if isinstance(item, bool):
+        return None
     if isinstance(item, int):
         return item
     match = _PASSAGE_NUMBER.fullmatch(item.strip())

@@ -3,9 +3,11 @@
 A retrain evaluates the champion on cases it answered at the last retrain or scheduled eval; when neither the
 weights nor the prompt (question, retrieved passages, system prompt) changed, generating again costs minutes
 and cannot change a single reply. The cache is keyed by everything that decides the reply: the model identity
-(base model id and weight hash, adapter version and its file hashes, max_new_tokens) names one object in the
-artifact store, and inside it each reply is keyed by the sha256 of the exact chat messages. A changed
-passage, a new system prompt or a retrained adapter is a miss, never a stale hit.
+(base model id and weight hash, the hash of its tokenizer, chat template and generation config files, adapter
+version and its file hashes, max_new_tokens, the cache format) names one object in the artifact store, and
+inside it each reply is keyed by the sha256 of the exact chat messages. A changed passage, a new system
+prompt, another chat template or a retrained adapter is a miss, never a stale hit. Replies are stored raw
+and parsed and checked anew on every use, so a change to the parser or the checks applies to them too.
 
 It is an optimisation only: an unreadable cache object is ignored (and replaced), a failed write is logged.
 """
@@ -16,6 +18,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 from hybridops.tasks.core.object_store import ObjectStore, artifact_store
 from hybridops.tasks.core.settings import Settings
@@ -23,6 +26,7 @@ from hybridops.tasks.core.settings import Settings
 log = logging.getLogger(__name__)
 
 PREFIX = "reply_cache/"
+FORMAT = 1  # bump when what a cached reply means changes
 MAX_ENTRIES = 4096  # per model identity; the oldest replies go first
 
 
@@ -42,7 +46,8 @@ class ReplyCache:
         """The cache of the base model (None) or of one registry version of the adapters, as loaded now."""
         from hybridops.tasks.behaviour.adapters import base_model_ref, show
 
-        identity: dict = {"base": base_model_ref(settings).model_dump(), "max_new_tokens": settings.max_new_tokens,
+        identity: dict = {"format": FORMAT, "base": base_model_ref(settings).model_dump(),
+                          "tokenizer": tokenizer_digest(settings), "max_new_tokens": settings.max_new_tokens,
                           "adapter": None}
         if adapter_version:
             files = show(settings, adapter_version).files
@@ -83,6 +88,20 @@ class ReplyCache:
         except Exception as exc:  # noqa: BLE001 - unreadable or foreign: start empty, the next save replaces it
             log.warning("reply cache %s ignored: %s", self.key, exc)
             return {}
+
+
+def tokenizer_digest(settings: Settings) -> str:
+    """sha256 over the base model folder's small files (tokenizer, chat template, generation config): they
+    decide how messages become tokens and where a reply stops, as much as the weights do."""
+    from hybridops.tasks.behaviour.llm import prepare_base_model
+
+    folder = Path(prepare_base_model(settings))
+    digest = hashlib.sha256()
+    if folder.is_dir():  # an HF hub id (not a folder) is pinned by base_model_ref's id alone
+        for path in sorted(folder.iterdir()):
+            if path.is_file() and not path.name.endswith(".safetensors") and path.stat().st_size < 64 * 2**20:
+                digest.update(path.name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
 
 
 def _sha256(value: object) -> str:

@@ -137,6 +137,20 @@ def evaluate(
                      progress=lambda done, total, _case: reporter.progress(label, done, total))
 
 
+def judge_transfer(
+    settings: Settings, suite: Suite, challenger: str, champion: str | None, step: Step, reporter: Reporter
+) -> tuple[EvalReport, EvalReport]:
+    """Both models on the out-of-domain suite, answered from its side index (the models come from the user's
+    store, the passages from tasks/behaviour/transfer.py's side namespace)."""
+    reporter.stage("transfer: indexing the out-of-domain corpus in its side namespace")
+    side = step(prepare_transfer_index, settings)
+    retrieve = make_retriever(side)  # memoised: both models see the same passages
+    reporter.stage(f"transfer: evaluating challenger {challenger} and champion {champion or 'base model'} "
+                   f"on the out-of-domain suite")
+    return (step(evaluate, settings, suite, challenger, retrieve, reporter, "transfer eval"),
+            step(evaluate, settings, suite, champion, retrieve, reporter, "transfer eval"))
+
+
 CHAMPION_CHANGED = "champion changed during the run"
 
 
@@ -223,28 +237,21 @@ def _retrain(settings: Settings, request: RetrainRequest, step: Step, reporter: 
     reporter.stage(f"evaluating challenger {manifest.version} and champion {incumbent or 'base model'}")
     challenger = step(evaluate, settings, suite, manifest.version, retrieve, reporter)
     champion = step(evaluate, settings, suite, incumbent, retrieve, reporter)
-    transfer: dict[str, dict[str, float]] = {}  # decide() and the outcome take the same two keyword arguments
+    transfer = None
     if transfer_suite is not None:
-        reporter.stage("transfer: indexing the out-of-domain corpus in its side namespace")
-        side = step(prepare_transfer_index, settings)
-        side_retrieve = make_retriever(side)  # the side index; models still come from the user's store
-        reporter.stage(f"transfer: evaluating challenger {manifest.version} and champion {incumbent or 'base model'} "
-                       f"on the out-of-domain suite")
-        transfer = {
-            "transfer_challenger": step(evaluate, settings, transfer_suite, manifest.version, side_retrieve, reporter,
-                                        "transfer eval").pass_rates(),
-            "transfer_champion": step(evaluate, settings, transfer_suite, incumbent, side_retrieve, reporter,
-                                      "transfer eval").pass_rates(),
-        }
+        transfer = judge_transfer(settings, transfer_suite, manifest.version, incumbent, step, reporter)
+    transfer_rates = {"transfer_challenger": transfer[0].pass_rates(), "transfer_champion": transfer[1].pass_rates()} \
+        if transfer else {}
 
     decision = decide(challenger.pass_rates(), champion.pass_rates(), request.drifted, settings.promotion_tolerance,
-                      **transfer, transfer_gate=settings.transfer_gate_checks)
+                      **transfer_rates, transfer_gate=settings.transfer_gate_checks,
+                      transfer_n={name: stats.n for name, stats in transfer[0].checks.items()} if transfer else None)
     decision = step(apply_decision, settings, manifest, challenger, decision, incumbent)
     promoted = decision.promote
     reporter.stage(("promoted " if promoted else "rejected ") + f"{manifest.version}: {decision.reason}")
     return RetrainOutcome(
         version=manifest.version, promoted=promoted, reason=decision.reason,
-        challenger=challenger.pass_rates(), champion=champion.pass_rates(), champion_version=incumbent, **transfer,
+        challenger=challenger.pass_rates(), champion=champion.pass_rates(), champion_version=incumbent, **transfer_rates,
         drifted=request.drifted, loss_curve=manifest.train.loss_curve, dataset=dataset, decision=decision,
         train=TrainStats(steps=manifest.train.steps, seconds=manifest.train.seconds,
                          tokens_per_s=manifest.train.tokens_per_s, final_loss=manifest.train.final_loss,

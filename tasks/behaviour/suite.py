@@ -252,13 +252,13 @@ def evaluate_cases(
             if cache:
                 cache.put(conversations[todo[position]], raw)
             finish(todo[position], raw, per_case_ms)
+        if cache:
+            cache.save()  # after every batch: a run that dies keeps what it generated
         clock = time.perf_counter()
 
     if todo:
         generate_chat_batch(model, tokenizer, [conversations[i] for i in todo], settings.max_new_tokens,
                             batch_tokens=settings.eval_batch_tokens, on_batch=batch_done)
-    if cache:
-        cache.save()
     return [result for result in results if result is not None]
 
 

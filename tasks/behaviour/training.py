@@ -47,7 +47,7 @@ class TrainConfig(BaseModel):
     bf16: bool
     seed: int
     # Early stopping (tasks/behaviour/training_probe.py): from min_steps on, every probe_every steps, probe
-    # probe_examples held-out examples and stop when format, refusals and citations all agree >= stop_agreement.
+    # probe_examples held-out examples and stop when format and cited passages agree >= stop_agreement.
     # min_steps None (or >= steps) trains exactly `steps` steps.
     min_steps: int | None = None
     probe_every: int = 8

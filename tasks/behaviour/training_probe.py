@@ -1,10 +1,12 @@
 """Is the behaviour learnt yet? A few held-out examples answered by the adapter in training, judged cheaply.
 
-Promotion judges format, citations and refusals; so does this probe, on examples of the validation split
-(never trained on), every few steps: does the reply parse as house JSON, does it refuse exactly when the
-target refuses, and does an answer cite the target's passage? Training stops once all three agree with the
-targets often enough (TrainConfig.min_steps, probe_every, stop_agreement), instead of always running the
-maximum number of steps; what each probe saw is recorded with the adapter.
+Promotion judges format and citations first; so does this probe, on examples of the validation split (never
+trained on), every few steps: does the reply parse as house JSON, and does an answerable example get an
+answer citing the target's passage (so a model that refuses everything never passes)? Training stops once
+both agree with the targets often enough (TrainConfig.min_steps, probe_every, stop_agreement), instead of
+always running the maximum number of steps. Refusal agreement is measured and recorded with the adapter but
+does not stop training: measured on the shipped data, the 135M model's refusals do not become selective
+with more steps (see README), so waiting for them would only ever run the maximum.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from hybridops.tasks.behaviour.prompting import parse_reply, passage_number
 if TYPE_CHECKING:
     from datasets import Dataset
 
-PROBE_MAX_NEW_TOKENS = 48  # a house reply with a short answer; longer is already a miss
+REPLY_MARGIN_TOKENS = 8  # generation may run this far past the longest target reply before it is a miss
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class ProbeCase:
     prompt: list[int]
     answer: str | None
     sources: tuple[int, ...]
+    reply_tokens: int = 0  # length of the target reply (EOS included)
 
 
 class ProbeScore(BaseModel):
@@ -45,7 +48,8 @@ class ProbeScore(BaseModel):
     citations_agree: float  # answers citing a passage the target cites (over answerable targets)
 
     def met(self, threshold: float) -> bool:
-        return self.n > 0 and min(self.format_ok, self.refusals_agree, self.citations_agree) >= threshold
+        """The cheap checks promotion starts from: house format, and answers citing the right passage."""
+        return self.n > 0 and min(self.format_ok, self.citations_agree) >= threshold
 
 
 def probe_cases(dataset: Dataset, tokenizer: Any, n: int, seed: int) -> list[ProbeCase]:
@@ -55,10 +59,14 @@ def probe_cases(dataset: Dataset, tokenizer: Any, n: int, seed: int) -> list[Pro
         start = next((i for i, label in enumerate(row["labels"]) if label != -100), None)
         if start is None:
             continue
-        target = json.loads(tokenizer.decode(row["input_ids"][start:], skip_special_tokens=True).strip())
-        numbers = (passage_number(s) for s in target["sources"])
-        cases.append(ProbeCase(prompt=list(row["input_ids"][:start]), answer=target["answer"],
-                               sources=tuple(x for x in numbers if x is not None)))
+        try:
+            target = json.loads(tokenizer.decode(row["input_ids"][start:], skip_special_tokens=True).strip())
+            answer, numbers = target["answer"], [passage_number(s) for s in target["sources"]]
+        except (ValueError, TypeError, KeyError, AttributeError):  # a template that adds text to the reply
+            continue
+        cases.append(ProbeCase(prompt=list(row["input_ids"][:start]), answer=answer,
+                               sources=tuple(x for x in numbers if x is not None),
+                               reply_tokens=len(row["input_ids"]) - start))
     random.Random(seed).shuffle(cases)
     return cases[:n]
 
@@ -72,8 +80,8 @@ def score(step: int, cases: Sequence[ProbeCase], replies: Sequence[str]) -> Prob
     cited = [r.format_ok and r.answer is not None
              and bool({passage_number(s) for s in r.sources} & set(c.sources)) for c, r in answerable]
 
-    def share(values: list[bool]) -> float:
-        return round(sum(values) / len(values), 3) if values else 1.0
+    def share(values: list[bool]) -> float:  # nothing to judge is not agreement: no early stop on it
+        return round(sum(values) / len(values), 3) if values else 0.0
 
     return ProbeScore(step=step, n=len(cases), format_ok=share(formatted), refusals_agree=share(refusals),
                       citations_agree=share(cited))
@@ -84,7 +92,8 @@ def probe(model: Any, tokenizer: Any, cases: Sequence[ProbeCase], step: int, bat
     was_training = model.training
     model.eval()
     try:
-        replies = generate_batch(model, tokenizer, [c.prompt for c in cases], PROBE_MAX_NEW_TOKENS, batch_tokens)
+        longest = max((c.reply_tokens for c in cases), default=0) + REPLY_MARGIN_TOKENS
+        replies = generate_batch(model, tokenizer, [c.prompt for c in cases], longest, batch_tokens)
     finally:
         model.train(was_training)
     return score(step, cases, replies)

@@ -3,8 +3,9 @@
 An adapter must keep the house behaviour on documents it never saw, so retrain also judges challenger and
 champion on settings.transfer_suite, answered from settings.transfer_corpus (a logistics company's knowledge
 base by default, never used for training). That corpus lives in its own namespace `<namespace>_transfer`
-with folder landing and store under `$HOME/transfer/` (always folders, even when the user's landing zone is on
-S3: it is a fixed corpus from the checkout), so it never mixes with the user's index or store.
+with folder landing and store under `$HOME/transfer/<namespace>/` (always folders, even when the user's
+landing zone is on S3: it is a fixed corpus from the checkout), so it never mixes with the user's index or
+store.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def transfer_settings(settings: Settings) -> Settings | None:
     the transfer passages are retrieved exactly as the user's would be."""
     if settings.transfer_suite is None or settings.transfer_corpus is None:
         return None
-    side = settings.home / "transfer"
+    side = settings.home / "transfer" / settings.namespace  # namespaces sharing a home never share a mirror
     values = settings.model_dump() | {"namespace": settings.namespace + SIDE_SUFFIX,
                                       "landing": str(side / "landing"), "store": str(side / "store")}
     try:
@@ -75,6 +76,6 @@ def prepare_transfer_index(settings: Settings) -> Settings:
     shipped = {f.doc_id for f in land(zone, [in_checkout(settings.transfer_corpus)])}
     for stale in sorted(landed_doc_ids(zone) - shipped):  # a document the corpus no longer ships
         remove(zone, stale)
-    run_refresh(side)
+    run_refresh(side, allow_mass_delete=True)  # a mirror of a shipped folder: a new corpus replaces the old
     return side
 

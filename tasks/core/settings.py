@@ -155,7 +155,7 @@ class Settings(BaseSettings):
     train_validation_fraction: float = 0.15
     train_min_steps: int | None = Field(
         16, description="Early stopping: from this step on, every train_probe_every steps, held-out examples are "
-        "answered and training stops once format, refusals and citations agree with them (>= train_stop_agreement); "
+        "answered and training stops once their format and cited passages agree with them (>= train_stop_agreement); "
         "train_steps is the maximum. Empty (or >= train_steps) trains exactly train_steps steps.")
     train_probe_every: int = Field(8, ge=1)
     train_probe_examples: int = Field(12, ge=0)

@@ -119,3 +119,12 @@ def test_out_of_domain_facts_are_shown_but_only_gated_checks_block() -> None:
     refusing = {**transfer_new, "answers_when_supported": 0.0}  # refuses what the context answers
     blocked = decide(challenger, champion, ["json_format"], 0.05, refusing, transfer_old, transfer_gate=gate)
     assert not blocked.promote and "answers_when_supported 1.00->0.00 (out-of-domain)" in blocked.reason
+
+
+def test_one_flipped_out_of_domain_case_is_noise_two_are_a_worse_adapter() -> None:
+    challenger, champion = {"json_format": 1.0}, {"json_format": 0.0}
+    old = {"cites_gold": 1.0}
+    one = decide(challenger, champion, ["json_format"], 0.05, {"cites_gold": 15 / 16}, old, transfer_n={"cites_gold": 16})
+    assert one.promote, one.reason
+    two = decide(challenger, champion, ["json_format"], 0.05, {"cites_gold": 14 / 16}, old, transfer_n={"cites_gold": 16})
+    assert not two.promote and "cites_gold" in two.reason

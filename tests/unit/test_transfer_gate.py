@@ -32,8 +32,9 @@ def test_transfer_settings_are_a_side_namespace_with_folders_under_home(tmp_path
                     llm_model="some/model", search_k=7, _env_file=None)
     side = transfer_settings(user)
     assert side.namespace == "team_a_transfer"
-    assert side.landing_uri == str(tmp_path / "home" / "transfer" / "landing")  # a folder although the user's is S3
-    assert side.store_uri == str(tmp_path / "home" / "transfer" / "store")
+    mirror = tmp_path / "home" / "transfer" / "team_a"  # per namespace: two namespaces on one home never mix
+    assert side.landing_uri == str(mirror / "landing")  # a folder although the user's is S3
+    assert side.store_uri == str(mirror / "store")
     assert (side.llm_model, side.search_k, side.weaviate_url) == (user.llm_model, 7, user.weaviate_url)
     assert user.namespace == "team_a" and user.landing_uri == "s3://bucket/docs"  # the user's are untouched
 
@@ -77,8 +78,9 @@ def test_a_missing_transfer_corpus_fails_before_training(cfg: Settings, tmp_path
 def test_prepare_mirrors_the_corpus_into_the_side_landing_then_refreshes_the_side_index(
     cfg: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    refreshed: list[str] = []
-    monkeypatch.setattr(transfer, "run_refresh", lambda side: refreshed.append(side.namespace))
+    refreshed: list[tuple[str, bool]] = []
+    monkeypatch.setattr(transfer, "run_refresh",
+                        lambda side, allow_mass_delete: refreshed.append((side.namespace, allow_mass_delete)))
     side = prepare_transfer_index(cfg)
     zone = landing_zone(side)
     shipped = {p.relative_to(SHIPPED_CORPUS).as_posix() for p in SHIPPED_CORPUS.rglob("*") if p.is_file()}
@@ -86,7 +88,7 @@ def test_prepare_mirrors_the_corpus_into_the_side_landing_then_refreshes_the_sid
     zone.put("hr/retired.md", b"# gone from the shipped corpus\n")
     prepare_transfer_index(cfg)  # idempotent; a document the corpus no longer ships leaves the side landing
     assert landed_doc_ids(zone) == shipped
-    assert refreshed == ["hybridops_transfer", "hybridops_transfer"]
+    assert refreshed == [("hybridops_transfer", True)] * 2  # a mirror: swapping the corpus is never blocked
     assert not Path(cfg.landing_uri).exists()  # the user's landing zone is never touched
 
 
