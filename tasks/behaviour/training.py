@@ -266,7 +266,7 @@ def train(
             progress(TrainProgress(step=steps_done, total=cfg.steps, loss=losses[-1],
                                    seconds=time.perf_counter() - started))
         if held_out and steps_done >= cfg.min_steps and steps_done % cfg.probe_every == 0 and steps_done < cfg.steps:
-            probes.append(probe(model, tokenizer, held_out, steps_done))
+            probes.append(probe(model, tokenizer, held_out, steps_done, settings.max_new_tokens))
             log.info("probe at step %d: %s", steps_done, probes[-1])
             if probes[-1].met(cfg.stop_agreement):
                 break

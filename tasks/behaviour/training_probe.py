@@ -5,8 +5,10 @@ trained on), every few steps: does the reply parse as house JSON, and does an an
 answer citing the target's passage (so a model that refuses everything never passes)? Training stops once
 both agree with the targets often enough (TrainConfig.min_steps, probe_every, stop_agreement), instead of
 always running the maximum number of steps. Refusal agreement is measured and recorded with the adapter but
-does not stop training: measured on the shipped data, the 135M model's refusals do not become selective
-with more steps (see README), so waiting for them would only ever run the maximum.
+does not stop training. Off by default (settings.train_min_steps): measured on the shipped data, the 135M
+adapter cites passage 1 of a held-out example whatever the passage order (citation agreement 0.40, format
+0.83 at 45 steps), so the probe would never stop it; it stays as the measurement, and as the switch for a
+model that does learn to locate the answer.
 """
 
 from __future__ import annotations
@@ -25,8 +27,6 @@ from hybridops.tasks.behaviour.prompting import parse_reply, passage_number
 if TYPE_CHECKING:
     from datasets import Dataset
 
-REPLY_MARGIN_TOKENS = 8  # generation may run this far past the longest target reply before it is a miss
-
 
 @dataclass(frozen=True)
 class ProbeCase:
@@ -35,7 +35,6 @@ class ProbeCase:
     prompt: list[int]
     answer: str | None
     sources: tuple[int, ...]
-    reply_tokens: int = 0  # length of the target reply (EOS included)
 
 
 class ProbeScore(BaseModel):
@@ -65,8 +64,7 @@ def probe_cases(dataset: Dataset, tokenizer: Any, n: int, seed: int) -> list[Pro
         except (ValueError, TypeError, KeyError, AttributeError):  # a template that adds text to the reply
             continue
         cases.append(ProbeCase(prompt=list(row["input_ids"][:start]), answer=answer,
-                               sources=tuple(x for x in numbers if x is not None),
-                               reply_tokens=len(row["input_ids"]) - start))
+                               sources=tuple(x for x in numbers if x is not None)))
     random.Random(seed).shuffle(cases)
     return cases[:n]
 
@@ -87,13 +85,15 @@ def score(step: int, cases: Sequence[ProbeCase], replies: Sequence[str]) -> Prob
                       citations_agree=share(cited))
 
 
-def probe(model: Any, tokenizer: Any, cases: Sequence[ProbeCase], step: int, batch_tokens: int = 8192) -> ProbeScore:
-    """Greedy replies of the model (as it is now) to the cases' prompts, scored; training mode is restored."""
+def probe(model: Any, tokenizer: Any, cases: Sequence[ProbeCase], step: int, max_new_tokens: int,
+          batch_tokens: int = 8192) -> ProbeScore:
+    """Greedy replies of the model (as it is now) to the cases' prompts, as long as an eval allows them
+    (a shorter limit would cut valid but wordier answers and read them as format failures), scored; training
+    mode is restored."""
     was_training = model.training
     model.eval()
     try:
-        longest = max((c.reply_tokens for c in cases), default=0) + REPLY_MARGIN_TOKENS
-        replies = generate_batch(model, tokenizer, [c.prompt for c in cases], longest, batch_tokens)
+        replies = generate_batch(model, tokenizer, [c.prompt for c in cases], max_new_tokens, batch_tokens)
     finally:
         model.train(was_training)
     return score(step, cases, replies)

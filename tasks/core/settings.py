@@ -154,9 +154,11 @@ class Settings(BaseSettings):
     train_seed: int = 0
     train_validation_fraction: float = 0.15
     train_min_steps: int | None = Field(
-        16, description="Early stopping: from this step on, every train_probe_every steps, held-out examples are "
-        "answered and training stops once their format and cited passages agree with them (>= train_stop_agreement); "
-        "train_steps is the maximum. Empty (or >= train_steps) trains exactly train_steps steps.")
+        None, description="Early stopping (off when empty): from this step on, every train_probe_every steps, "
+        "held-out examples are answered and training stops once their format and cited passages agree with them "
+        "(>= train_stop_agreement); train_steps is the maximum. Off by default: measured on the shipped data, the "
+        "135M adapter cites passage 1 of held-out examples whatever the order (agreement 0.40 at 45 steps), so the "
+        "probe never stops it and only costs time.")
     train_probe_every: int = Field(8, ge=1)
     train_probe_examples: int = Field(12, ge=0)
     train_stop_agreement: float = Field(0.9, ge=0, le=1)

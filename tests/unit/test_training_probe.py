@@ -46,4 +46,4 @@ def test_cases_are_the_labelled_replies_of_the_split() -> None:
     unlabelled = {"input_ids": [1, 2], "labels": [-100, -100]}
     prose = {"input_ids": [7, *map(ord, "Sure: 45")], "labels": [-100, *map(ord, "Sure: 45")]}  # skipped
     [case] = probe_cases([row, unlabelled, prose], Words(), n=5, seed=0)
-    assert case == ProbeCase(prompt=[7, 8, 9], answer="45 days", sources=(3,), reply_tokens=len(reply))
+    assert case == ProbeCase(prompt=[7, 8, 9], answer="45 days", sources=(3,))
