@@ -224,7 +224,7 @@ class Story:
                        "challenger, same held-out suite for challenger and champion, promote only if better.") as f:
             full = _spec(self.cfg, "retrain-adapter").full_name(self.cfg)
             with self.console.status("training a LoRA challenger and comparing it with the champion..."):
-                run = wait_for_new_run(self.cfg, full, since, timeout=1500, created_by="AUTOMATION")
+                run = wait_for_new_run(self.cfg, full, since, timeout=2700, created_by="AUTOMATION")
             f.update(_run_facts(run, since))
             if run.state != "COMPLETED":
                 self.fail(f"retrain-adapter run {run.name} ended {run.state}: {run.state_message}")
