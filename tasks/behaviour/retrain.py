@@ -229,7 +229,7 @@ def _retrain(settings: Settings, request: RetrainRequest, step: Step, reporter: 
     else:
         cfg = TrainConfig.from_settings(settings, **({"steps": request.steps} if request.steps else {}))
         early = f", stopping early once held-out replies agree (from step {cfg.min_steps})" \
-            if cfg.min_steps is not None and cfg.min_steps < cfg.steps else ""
+            if cfg.early_stopping else ""
         reporter.stage(f"training a LoRA challenger: up to {cfg.steps} steps on {len(data.train)} examples{early}")
         manifest = step(train_challenger, settings, data, cfg, reporter)
 

@@ -334,10 +334,15 @@ def run_suite(
 
 def suite_path(settings: Settings, path: Path | str | None = None) -> Path:
     """The suite file: explicit path, else settings.behaviour_suite (relative paths also tried from the repo root)."""
-    chosen = Path(path or settings.behaviour_suite)
-    if not chosen.is_absolute() and not chosen.exists() and (PROJECT_ROOT / chosen).exists():
-        return PROJECT_ROOT / chosen
-    return chosen
+    return in_checkout(Path(path or settings.behaviour_suite))
+
+
+def in_checkout(path: Path) -> Path:
+    """A relative path as given when it exists from the working directory, else from the checkout, so the
+    shipped defaults (suites, corpora) work from anywhere."""
+    if not path.is_absolute() and not path.exists() and (PROJECT_ROOT / path).exists():
+        return PROJECT_ROOT / path
+    return path
 
 
 def eval_suite(settings: Settings, path: Path | str | None = None, sample: int | None = None) -> Suite:

@@ -54,6 +54,10 @@ class TrainConfig(BaseModel):
     probe_examples: int = 12
     stop_agreement: float = 0.9
 
+    @property
+    def early_stopping(self) -> bool:
+        return self.min_steps is not None and self.min_steps < self.steps and self.probe_examples > 0
+
     @classmethod
     def from_settings(cls, settings: Settings, **overrides) -> TrainConfig:
         values = dict(
@@ -236,8 +240,7 @@ def train(
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
     stream = batches(data.train, cfg.batch_size, cfg.seed, pad_id)
-    early_stop = cfg.min_steps is not None and cfg.min_steps < cfg.steps and cfg.probe_examples > 0
-    held_out = probe_cases(data.validation, tokenizer, cfg.probe_examples, cfg.seed) if early_stop else []
+    held_out = probe_cases(data.validation, tokenizer, cfg.probe_examples, cfg.seed) if cfg.early_stopping else []
     probes: list[ProbeScore] = []
 
     model.train()

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from hybridops.tasks.behaviour.suite import Suite, load_suite
+from hybridops.tasks.behaviour.suite import Suite, in_checkout, load_suite
 from hybridops.tasks.core.errors import BadInputError
 from hybridops.tasks.core.object_store import landing_zone
-from hybridops.tasks.core.settings import PROJECT_ROOT, Settings
+from hybridops.tasks.core.settings import Settings
 from hybridops.tasks.knowledge.landing import land, landed_doc_ids, remove
 from hybridops.tasks.knowledge.refresh import run_refresh
 
@@ -42,14 +42,6 @@ def transfer_settings(settings: Settings) -> Settings | None:
             f"({settings.namespace + SIDE_SUFFIX!r}): use a namespace of at most {40 - len(SIDE_SUFFIX)} "
             f"characters, or set HYBRIDOPS_TRANSFER_SUITE= (empty) to switch the transfer gate off "
             f"({exc.errors()[0]['msg']})") from None
-
-
-def in_checkout(path: Path) -> Path:
-    """A relative path as given when it exists from the working directory, else from the checkout (like
-    suite_path), so the shipped defaults work from anywhere."""
-    if not path.is_absolute() and not path.exists() and (PROJECT_ROOT / path).exists():
-        return PROJECT_ROOT / path
-    return path
 
 
 def load_transfer_suite(settings: Settings) -> Suite | None:
