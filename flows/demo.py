@@ -34,6 +34,7 @@ from hybridops.infra.services import up
 from hybridops.tasks.behaviour.adapters import champion, list_versions
 from hybridops.tasks.behaviour.answer import ask
 from hybridops.tasks.behaviour.eval_history import load_history
+from hybridops.tasks.behaviour.gap_attribution import KNOWLEDGE_ROUTES
 from hybridops.tasks.behaviour.llm import prepare_base_model
 from hybridops.tasks.core.errors import HybridopsError
 from hybridops.tasks.core.model_runtime import available_cpus
@@ -198,7 +199,7 @@ class Story:
 
     def evaluate(self) -> datetime:
         with self.step("Evaluate behaviour", "The daily evaluate-behaviour deployment, run now: the suite on the "
-                       "champion; every failing case is attributed to a knowledge or a behaviour gap.") as f:
+                       "champion; every failing case is routed: missing document, retrieval miss, retrieval noise or behaviour.") as f:
             started = _now()  # the drift event (and so the retrain run) comes before the eval run is final
             run = start_run(self.cfg, _spec(self.cfg, "evaluate-behaviour").full_name(self.cfg))
             with self.console.status(f"{run.name}: answering the suite (a few minutes on CPU)..."):
@@ -208,12 +209,16 @@ class Story:
             record = load_history(self.cfg, limit=1)[-1]
             f.update(run=run.name, n=record.n, drift=record.drift.drift, drifted=record.drift.drifted,
                      gaps=record.gaps, pass_rates={k: round(v.pass_rate, 2) for k, v in record.checks.items()},
-                     knowledge_gap_cases=[c.case_id for c in record.cases if c.gap == "knowledge"])
+                     knowledge_gap_cases=[c.case_id for c in record.cases if c.gap in KNOWLEDGE_ROUTES],
+                     routes={r.route: r.cases for r in record.routes if r.count})
             table = Table("check", "pass rate", "95% CI")
             for name, stats in record.checks.items():
                 table.add_row(name, f"{stats.pass_rate:.2f}", f"{stats.ci_low:.2f}-{stats.ci_high:.2f}")
             self.console.print(table)
-            self.say(f"gaps: {record.gaps}  (knowledge-gap cases: {f['knowledge_gap_cases']})")
+            self.say(f"routes: {record.gaps}  (knowledge-side cases: {f['knowledge_gap_cases']})")
+            for row in record.routes:
+                if row.count:
+                    self.say(f"  {row.route}: {', '.join(row.cases)} -> {'; '.join(row.actions)}")
             self.say(f"drift: {record.drift.drift} on {record.drift.drifted}")
             if not record.drift.drift:
                 self.fail("the eval found no behaviour drift; nothing would start a retrain")

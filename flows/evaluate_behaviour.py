@@ -15,16 +15,18 @@ from hybridops.flows.orchestration.events import behaviour_evaluated
 from hybridops.flows.orchestration.reporting import PrefectReporter, prefect_step
 from hybridops.tasks.behaviour.eval_history import EvalRecord, load_history
 from hybridops.tasks.behaviour.evaluation import EvalRequest, evaluate
-from hybridops.tasks.behaviour.report import case_rows, trend_markdown
+from hybridops.tasks.behaviour.report import case_rows, routes_markdown, trend_markdown
 from hybridops.tasks.core.settings import Settings, load_settings
 
 
 def publish(settings: Settings, entry: EvalRecord) -> None:
-    """Leave the per-case table (with gap attribution) and the pass-rate trend chart as artifacts."""
+    """Leave the per-case table, the pass-rate trend chart and the routes with their actions as artifacts."""
     key = settings.namespace.replace("_", "-")
     create_table_artifact(case_rows(entry), key=f"{key}-behaviour-cases", description="Behaviour eval cases")
     create_markdown_artifact(trend_markdown(load_history(settings)), key=f"{key}-behaviour-trend",
                              description="Behaviour pass-rate trend")
+    create_markdown_artifact(routes_markdown(entry), key=f"{key}-behaviour-routes",
+                             description="Failing cases routed to the action that fixes them")
 
 
 class EvalParams(BaseModel):

@@ -125,6 +125,7 @@ def eval_behaviour(
             "checks": {name: {"pass_rate": s.pass_rate, "ci_low": s.ci_low, "ci_high": s.ci_high, "passed": s.passed,
                               "n": s.n} for name, s in entry.checks.items()},
             "gaps": entry.gaps,
+            "routes": [row.model_dump(mode="json") for row in entry.routes],
             "drift": entry.drift.drift,
             "drifted": entry.drift.drifted,
             "drift_detail": entry.drift.model_dump(mode="json"),
@@ -139,7 +140,13 @@ def eval_behaviour(
     for name, s in entry.checks.items():
         table.add_row(name, f"{s.pass_rate:.0%}", f"{s.ci_low:.0%}–{s.ci_high:.0%}", str(s.n))
     console.print(table)
-    console.print(f"gaps: {entry.gaps} | drift: {entry.drift.drift} {entry.drift.drifted} | "
+    routes = Table("route", "cases", "which", "action", "counts toward retraining")
+    for row in (r for r in entry.routes if r.count):
+        routes.add_row(row.route, str(row.count), escape(", ".join(row.cases)), escape("; ".join(row.actions)),
+                       "yes" if row.counts_toward_retraining else "no")
+    if routes.row_count:
+        console.print(routes)
+    console.print(f"routes: {entry.gaps} | drift: {entry.drift.drift} {entry.drift.drifted} | "
                   f"adapter: {entry.adapter or 'base'} | {entry.cases_per_min:.1f} cases/min")
     console.print(f"events: {', '.join(events) or 'none'}" if events is not None
                   else "events: none (Prefect server not reachable)")

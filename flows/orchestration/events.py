@@ -58,16 +58,18 @@ def mass_delete_blocked(settings: Settings, blocked: Any) -> str:
 
 def behaviour_evaluated(settings: Settings, entry: Any, gaps: list[Any]) -> list[str]:
     """After a behaviour eval: hybridops.behaviour.drift on drift (retrain-adapter is triggered by it), and one
-    hybridops.knowledge.gap per case whose gold documents the index did not deliver."""
+    hybridops.knowledge.gap per knowledge-side case (missing_document, retrieval_miss) with its route, the
+    affected documents (and where each stands) and the action that fixes it."""
     sent = []
     if entry.drift.drift:
         sent.append(_emit(BEHAVIOUR_DRIFT, resource(settings, "behaviour"),
                           entry.drift.event_payload() | {"run_id": entry.run_id}))
     questions = {case.case_id: case.question for case in entry.cases}
-    for gap in (g for g in gaps if g.kind == "knowledge"):
-        sent.append(_emit(KNOWLEDGE_GAP, resource(settings, "knowledge"),
-                          {"case_id": gap.case_id, "question": questions.get(gap.case_id),
-                           "missing_gold": gap.missing_gold, "run_id": entry.run_id}))
+    for gap in (g for g in gaps if g.knowledge_side):
+        sent.append(_emit(KNOWLEDGE_GAP, resource(settings, "knowledge", **{"hybridops.route": gap.kind}),
+                          {"case_id": gap.case_id, "question": questions.get(gap.case_id), "route": gap.kind,
+                           "missing_gold": gap.missing_gold, "action": gap.action, "run_id": entry.run_id,
+                           "documents": [d.model_dump(mode="json") for d in gap.documents]}))
     return sent
 
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from hybridops.tasks.behaviour.adapters import AdapterError, champion, show
 from hybridops.tasks.behaviour.drift import Baseline, DriftReport
-from hybridops.tasks.behaviour.gap_attribution import GapAttribution, gap_counts
+from hybridops.tasks.behaviour.gap_attribution import GapAttribution, RouteSummary, gap_counts, route_summary
 from hybridops.tasks.behaviour.suite import CheckStats, EvalReport, wilson_interval
 from hybridops.tasks.core.object_store import ObjectStore, artifact_store
 from hybridops.tasks.core.settings import Settings
@@ -81,8 +81,10 @@ class CaseSummary(BaseModel):
     question: str
     passed: bool
     failed_checks: list[str]
-    gap: str | None
+    gap: str | None  # the route (gap_attribution.ROUTES)
     gap_detail: str
+    gap_action: str = ""
+    gap_documents: list[dict] = []  # where each missing gold document stands (document_status.DocumentStatus)
     format_ok: bool
     answer: str | None
     sources: list[str]
@@ -101,9 +103,10 @@ class EvalRecord(BaseModel):
     seconds: float
     cases_per_min: float
     checks: dict[str, CheckStats]
-    gaps: dict[str, int]
+    gaps: dict[str, int]  # cases per route
     drift: DriftReport
     cases: list[CaseSummary]
+    routes: list[RouteSummary] = []
 
 
 def summarize(report: EvalReport, gaps: Sequence[GapAttribution], drift: DriftReport) -> EvalRecord:
@@ -116,6 +119,8 @@ def summarize(report: EvalReport, gaps: Sequence[GapAttribution], drift: DriftRe
         cases.append(CaseSummary(
             case_id=case.case_id, origin=case.origin, question=case.question, passed=case.passed,
             failed_checks=case.failed_checks, gap=gap.kind if gap else None, gap_detail=gap.detail if gap else "",
+            gap_action=gap.action if gap else "",
+            gap_documents=[d.model_dump(mode="json") for d in gap.documents] if gap else [],
             format_ok=case.format_ok, answer=case.answer, sources=case.sources, retrieved=case.retrieved,
             gold_docs=case.gold_docs,
         ))
@@ -123,7 +128,7 @@ def summarize(report: EvalReport, gaps: Sequence[GapAttribution], drift: DriftRe
         run_id=f"{now:%Y%m%dT%H%M%S%fZ}", recorded_at=now.isoformat(timespec="seconds"), suite=report.suite,
         adapter=report.adapter_version, n=report.n, seconds=round(report.seconds, 2),
         cases_per_min=round(report.cases_per_min, 2), checks=report.checks, gaps=gap_counts(gaps), drift=drift,
-        cases=cases,
+        cases=cases, routes=route_summary(gaps),
     )
 
 

@@ -17,14 +17,29 @@ def case_rows(record: EvalRecord) -> list[dict[str, str]]:
             "question": case.question[:80],
             "passed": "yes" if case.passed else "no",
             "failed checks": ", ".join(case.failed_checks),
-            "gap": case.gap or "",
+            "route": case.gap or "",
             "why": case.gap_detail,
+            "action": case.gap_action,
             "cited": ", ".join(case.sources),
             "gold": ", ".join(case.gold_docs),
             "answer": (case.answer or "null")[:120],
         }
         for case in record.cases
     ]
+
+
+def routes_markdown(record: EvalRecord) -> str:
+    """Markdown: every failing case's route with its count, cases, documents and the action that fixes it."""
+    lines = [f"### Where the failures of run {record.run_id} belong", "",
+             "| route | cases | which | documents | action | counts toward retraining |", "|---|---|---|---|---|---|"]
+    for row in record.routes:
+        lines.append(f"| {row.route} | {row.count} | {', '.join(row.cases) or '—'} | {', '.join(row.documents) or '—'} "
+                     f"| {'; '.join(row.actions)} | {'yes' if row.counts_toward_retraining else 'no'} |")
+    failing = sum(not case.passed for case in record.cases)
+    unrouted = failing - sum(row.count for row in record.routes)
+    if unrouted:
+        lines += ["", f"{unrouted} failing case(s) without gold documents (sampled interactions) are not routed."]
+    return "\n".join(lines)
 
 
 def sparkline(values: Sequence[float]) -> str:

@@ -52,6 +52,7 @@ class ObjectStore(Protocol):
     uri: str
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]: ...
+    def info(self, key: str) -> ObjectInfo | None: ...
     def get(self, key: str) -> bytes: ...
     def put(self, key: str, data: bytes) -> None: ...
     def delete(self, key: str) -> None: ...
@@ -218,6 +219,21 @@ class FolderStore:
                 elif info:
                     yield info
             stack.extend(reversed(subfolders))  # depth-first in name order, like os.walk + sorted
+
+    def info(self, key: str) -> ObjectInfo | None:
+        """One key's listing entry (None when absent or a folder): reads its folder, not the whole tree."""
+        try:
+            path = self._lexical(key)
+        except ValueError:
+            return None
+        bad = has_surrogates(str(path.relative_to(self.root)))
+        try:
+            with os.scandir(path.parent) as entries:
+                entry = next((e for e in entries if e.name == path.name), None)
+            described = self._describe(entry, key, self._real_root(), bad) if entry else None
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return described if isinstance(described, ObjectInfo) else None
 
     def _describe(self, entry: os.DirEntry, key: str, real_root: str, bad_name: bool) -> ObjectInfo | None | bool:
         """ObjectInfo for a file or a flagged entry, None for a folder to descend into, False to skip."""
@@ -428,6 +444,13 @@ class S3Store:
                 yield ObjectInfo(
                     key=obj["Key"][len(self.prefix) :], size=obj["Size"], version=obj["ETag"].strip('"')
                 )
+
+    def info(self, key: str) -> ObjectInfo | None:
+        """One key's listing entry (None when absent): one LIST of at most one key, since a key sorts
+        before every longer key it prefixes; the version is the same ETag token `list` gives."""
+        page = _wrap(lambda: self.client.list_objects_v2(Bucket=self.bucket, Prefix=self._key(key), MaxKeys=1))
+        found = [obj for obj in page.get("Contents", []) if obj["Key"] == self._key(key)]
+        return ObjectInfo(key=key, size=found[0]["Size"], version=found[0]["ETag"].strip('"')) if found else None
 
     def get(self, key: str) -> bytes:
         from botocore.exceptions import ClientError

@@ -125,7 +125,7 @@ def refresh(
                 results.append(result)
                 done += len(batch)
                 reporter.progress("documents", done, plan.landed, info=f"{sum(r.embedded for r in results)} embedded")
-            deleted = step(apply_deletions, client, target, plan.deletions)
+            deleted = step(apply_deletions, client, store, target, plan.deletions)
             gate, flipped, pruned = None, False, []
             if target.rebuild:
                 results.append(step(carry_over_last_good, client, embedder, cache, target, results))

@@ -29,6 +29,7 @@ from hybridops.tasks.knowledge.document_contract import (
     make_candidate,
     validate_documents,
 )
+from hybridops.tasks.knowledge.document_status import record_deletions
 from hybridops.tasks.knowledge.documents import Document, DocumentError
 from hybridops.tasks.knowledge.embedding_cache import EmbeddingCache, embed_cached, open_cache, text_hash
 from hybridops.tasks.knowledge.embeddings import load_embedder
@@ -296,10 +297,12 @@ def _stored_text_hashes(collection, items: list[WorkItem]) -> dict[str, str]:
 # After all batches ------------------------------------------------------------------------------
 
 
-def apply_deletions(client, target: Target, deletions: dict[str, int]) -> int:
-    """Remove every chunk of documents that left the landing zone."""
+def apply_deletions(client, store: ObjectStore, target: Target, deletions: dict[str, int]) -> int:
+    """Remove every chunk of documents that left the landing zone (noted first, so an eval can tell a
+    deleted gold document from one that never landed)."""
     if not deletions:
         return 0
+    record_deletions(store, deletions)
     return delete_docs(client.collections.use(target.generation.name), list(deletions))
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hybridops.tasks.core.settings import Settings
+from hybridops.tasks.core.settings import PROJECT_ROOT, Settings
 from tests.integration.knowledge_support import cli, cli_json
 
 pytestmark = pytest.mark.slow
@@ -50,7 +50,8 @@ def test_ask_logs_the_interaction_feedback_and_eval_samples_it(indexed: Settings
     assert {"n", "checks", "gaps", "drift", "cases"} <= set(report)
     assert report["n"] == 2  # the golden case + the logged interaction
     assert {c["case_id"] for c in report["cases"]} == {"canada", f"interaction:{answer['interaction_id']}"}
-    assert set(report["gaps"]) == {"knowledge", "behaviour", "retrieval_noise"}
+    assert set(report["gaps"]) == {"missing_document", "retrieval_miss", "retrieval_noise", "behaviour"}
+    assert [row["route"] for row in report["routes"]] == list(report["gaps"])
     for stats in report["checks"].values():
         assert stats["ci_low"] <= stats["pass_rate"] <= stats["ci_high"]
     assert report["checks"]["json_format"]["n"] == 2 and "cites_gold" in report["checks"]
@@ -77,40 +78,74 @@ def test_interaction_log_and_feedback_on_minio(s3_settings: Settings) -> None:
     assert recent.interaction.id == item.id and recent.feedback.verdict == "approve"
 
 
-def test_removed_document_is_a_knowledge_gap_not_behaviour(indexed: Settings) -> None:
-    from hybridops.tasks.behaviour.answer import load_answering_model
-    from hybridops.tasks.behaviour.suite import Case, Suite, run_suite
-    from hybridops.tasks.behaviour.drift import assess
-    from hybridops.tasks.behaviour.gap_attribution import attribute_gaps
+DISTRACTOR = ("# Returns questions\n\nHow many days do I have to return an item? Customers ask how many days they "
+              "have to return an item, and how many days to return an item bought online. This page only collects "
+              "the questions.\n")
+
+
+def test_every_failure_is_routed_to_the_action_that_fixes_it(indexed: Settings, tmp_path: Path) -> None:
+    """One eval on the real stack with one case per route: a deleted, a never-landed, a quarantined and a
+    not-yet-indexed gold document (missing_document, each with its reason), an indexed document retrieval
+    misses (retrieval_miss), and the base model failing with the gold passages (behaviour)."""
+    import yaml
+
+    from hybridops.tasks.behaviour.evaluation import EvalRequest, evaluate
+    from hybridops.tasks.core.object_store import artifact_store, landing_zone
+    from hybridops.tasks.core.quarantine import list_quarantined
     from hybridops.tasks.knowledge.landing import remove
-    from hybridops.tasks.core.object_store import landing_zone
     from hybridops.tasks.knowledge.refresh import run_refresh
 
-    suite = Suite(name="gap", cases=[
-        Case(id="rental-deposit", question="How much is the security deposit for a gear rental?",
-             gold_docs=["programs/rentals.md"], expected_keywords=["200"]),
-        Case(id="shipping-canada", question="How much does shipping to Canada cost?",
-             gold_docs=["policies/shipping-rates.md"], expected_keywords=["24"]),
-    ])
-    assert remove(landing_zone(indexed), "programs/rentals.md")
-    run_refresh(indexed)
+    cfg = indexed.model_copy(update={"search_k": 2})  # two passages: two distractors push the gold one out
+    landing = landing_zone(cfg)
+    assert remove(landing, "programs/rentals.md")
+    landing.put("programs/gift-cards.json", b'{"title": "Gift Cards", "text": ')  # a bad first version
+    for name in ("faq/returns.md", "faq/returns-online.md"):
+        landing.put(name, DISTRACTOR.encode())
+    run_refresh(cfg)
+    landing.put("care/tent-care.html", (PROJECT_ROOT / "examples/corpus/care/tent-care.html").read_bytes())  # after it
+    suite = tmp_path / "routes.yaml"
+    suite.write_text(yaml.safe_dump({"name": "routes", "cases": [
+        {"id": "rental-deposit", "question": "How much is the security deposit for a gear rental?",
+         "gold_docs": ["programs/rentals.md"], "expected_keywords": ["200"]},
+        {"id": "seattle-hours", "question": "What are the Sunday opening hours of the Seattle store?",
+         "gold_docs": ["stores/locations-and-hours.txt"], "expected_keywords": ["10"]},
+        {"id": "gift-card-values", "question": "In what values can gift cards be bought?",
+         "gold_docs": ["programs/gift-cards.json"], "expected_keywords": ["25"]},
+        {"id": "tent-cleaning", "question": "How should I clean my tent?",
+         "gold_docs": ["care/tent-care.html"], "expected_keywords": ["sponge"]},
+        {"id": "refund-window", "question": "How many days do I have to return an item?",
+         "gold_docs": ["policies/refunds.md"], "expected_keywords": ["45"]},
+        {"id": "shipping-canada", "question": "How much does shipping to Canada cost?",
+         "gold_docs": ["policies/shipping-rates.md"], "expected_keywords": ["24"]},
+    ]}))
 
-    loaded = load_answering_model(indexed)
-    report = run_suite(indexed, suite, loaded.model, loaded.tokenizer, loaded.adapter)
-    by_id = {case.case_id: case for case in report.cases}
-    assert "programs/rentals.md" not in by_id["rental-deposit"].retrieved
-    assert "policies/shipping-rates.md" in by_id["shipping-canada"].retrieved
+    record = evaluate(cfg, EvalRequest(suite=suite, sample=0)).record
+    cases = {case.case_id: case for case in record.cases}
+    assert all(not case.passed for case in cases.values())  # the base model never follows the house format
 
-    gaps = {gap.case_id: gap for gap in attribute_gaps(indexed, suite, report, loaded.model, loaded.tokenizer)}
-    assert not by_id["rental-deposit"].passed  # the answer is not in the index any more
-    assert gaps["rental-deposit"].kind == "knowledge"
-    assert gaps["rental-deposit"].missing_gold == ["programs/rentals.md"]
-    if not by_id["shipping-canada"].passed:  # the base model misbehaves even with the gold passages
-        assert gaps["shipping-canada"].kind in {"behaviour", "retrieval_noise"}
-        assert gaps["shipping-canada"].oracle_failed_checks is not None
+    def standing(case_id: str) -> dict:
+        [doc] = cases[case_id].gap_documents
+        return doc
 
-    drift = assess(indexed, report, list(gaps.values()))
-    assert drift.excluded >= 1 and drift.n == report.n - drift.excluded  # knowledge gaps never count as drift
+    assert cases["rental-deposit"].gap == "missing_document" and standing("rental-deposit")["status"] == "deleted"
+    assert cases["seattle-hours"].gap == "missing_document" and standing("seattle-hours")["status"] == "never_landed"
+    assert "land stores/locations-and-hours.txt" in cases["seattle-hours"].gap_action
+    held = standing("gift-card-values")
+    assert cases["gift-card-values"].gap == "missing_document" and held["status"] == "quarantined"
+    [entry] = [e for e in list_quarantined(artifact_store(cfg), "documents") if e.item_id == "programs/gift-cards.json"]
+    assert held["quarantine_reasons"] == entry.reasons and held["quarantine_key"] == entry.reason_key
+    assert cases["tent-cleaning"].gap == "missing_document" and standing("tent-cleaning")["status"] == "not_yet_indexed"
+    assert "policies/refunds.md" not in cases["refund-window"].retrieved
+    assert cases["refund-window"].gap == "retrieval_miss" and "--sweep" in cases["refund-window"].gap_action
+    if "policies/shipping-rates.md" in cases["shipping-canada"].retrieved:
+        assert cases["shipping-canada"].gap in {"behaviour", "retrieval_noise"}
+
+    routes = {row.route: row for row in record.routes}
+    assert routes["missing_document"].cases == ["rental-deposit", "seattle-hours", "gift-card-values", "tent-cleaning"]
+    assert routes["retrieval_miss"].documents == ["policies/refunds.md"]
+    knowledge_side = routes["missing_document"].count + routes["retrieval_miss"].count
+    assert record.drift.excluded >= knowledge_side == 5  # knowledge-side cases never count toward retraining
+    assert record.drift.n == record.n - record.drift.excluded
 
 
 def test_evaluate_behaviour_flow_records_history_artifacts_and_drift_event(indexed: Settings, prefect_api, monkeypatch,

@@ -94,8 +94,8 @@ def test_floor_without_baseline_needs_minimum_sample():
 def test_classify_knowledge_behaviour_noise():
     failing = {"json_format": True, "cites_gold": False}
     missed = result("k", failing, gold=["a.md"], retrieved=["b.md", "c.md"])
-    gap = classify(missed, refusal=False)
-    assert gap.kind == "knowledge" and gap.missing_gold == ["a.md"] and not needs_oracle(missed)
+    gap = classify(missed, refusal=False)  # no document status given: the gold doc counts as indexed
+    assert gap.kind == "retrieval_miss" and gap.missing_gold == ["a.md"] and not needs_oracle(missed)
 
     found = result("f", failing, gold=["a.md"], retrieved=["b.md", "a.md"])
     assert needs_oracle(found)
@@ -107,7 +107,7 @@ def test_classify_knowledge_behaviour_noise():
     fixed = result("f", {"json_format": True, "cites_gold": True}, gold=["a.md"], retrieved=["a.md"])
     assert classify(found, False, oracle=fixed).kind == "retrieval_noise"
     empty_oracle = result("f", {"json_format": False}, gold=["a.md"], retrieved=[])
-    assert classify(found, False, oracle=empty_oracle).kind == "knowledge"
+    assert classify(found, False, oracle=empty_oracle).kind == "missing_document"
 
 
 def test_classify_partial_gold_refusals_and_unattributed():
@@ -121,13 +121,13 @@ def test_classify_partial_gold_refusals_and_unattributed():
 def test_knowledge_and_noise_cases_do_not_count_toward_drift():
     rows = [result(f"b{i}", {"json_format": True}) for i in range(8)]
     rows += [result(f"k{i}", {"json_format": False}, gold=["x"]) for i in range(8)]
-    gaps = [GapAttribution(case_id=f"k{i}", kind="knowledge" if i % 2 else "retrieval_noise", failed_checks=["json_format"]) for i in range(8)]
+    gaps = [GapAttribution(case_id=f"k{i}", kind="missing_document" if i % 2 else "retrieval_noise", failed_checks=["json_format"]) for i in range(8)]
     counted, excluded = drift_counts(report(rows), gaps)
     assert excluded == 8 and counted["json_format"].n == 8 and counted["json_format"].pass_rate == 1.0
     assert not detect_drift(SETTINGS, counted, None, "v1", n=8, excluded=excluded).drift
     all_counted, _ = drift_counts(report(rows), [])
     assert detect_drift(SETTINGS, all_counted, None, "v1", n=16).drift is False  # 50% is not under the floor
-    assert gap_counts(gaps) == {"knowledge": 4, "behaviour": 0, "retrieval_noise": 4}
+    assert gap_counts(gaps) == {"missing_document": 4, "retrieval_miss": 0, "retrieval_noise": 4, "behaviour": 0}
 
 
 def test_summary_shows_gap_per_case():
@@ -135,8 +135,9 @@ def test_summary_shows_gap_per_case():
     gap = classify(rows[1], refusal=False)
     drift = detect_drift(SETTINGS, check_stats(rows), None, "v1", n=2)
     record = summarize(report(rows), [gap], drift)
-    assert [c.gap for c in record.cases] == [None, "knowledge"]
-    assert record.gaps == {"knowledge": 1, "behaviour": 0, "retrieval_noise": 0}
+    assert [c.gap for c in record.cases] == [None, "retrieval_miss"]
+    assert record.gaps == {"missing_document": 0, "retrieval_miss": 1, "retrieval_noise": 0, "behaviour": 0}
+    assert [r.cases for r in record.routes if r.count] == [["b"]]
     assert record.cases_per_min == 2.0
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pytest
 from hybridops.tasks.behaviour import suite as suite_module
 from hybridops.tasks.behaviour.gap_attribution import attribute_gaps
+from hybridops.tasks.knowledge.document_status import DocumentStatus
 from hybridops.tasks.behaviour.llm import _until_eos, plan_batches
 from hybridops.tasks.behaviour.suite import Case, Suite, run_suite
 from hybridops.tasks.core.settings import Settings
@@ -125,11 +126,13 @@ def test_oracle_reasks_are_batched_and_classified(stub_batches) -> None:
         fetched.append(list(doc_ids))
         return [REFUNDS] if doc_ids == ["policies/refunds.md"] else []
 
-    gaps = {g.case_id: g for g in attribute_gaps(Settings(), suite, report, object(), object(), oracle_fetch=fetch)}
+    indexed = {doc: DocumentStatus(doc_id=doc, status="indexed") for doc in ("policies/refunds.md", "programs/rentals.md")}
+    gaps = {g.case_id: g for g in attribute_gaps(Settings(), suite, report, object(), object(), oracle_fetch=fetch,
+                                                 status_lookup=lambda docs: {d: indexed[d] for d in docs})}
     assert fetched == [["policies/refunds.md"], ["policies/refunds.md"]]  # no re-ask where gold was missed
     assert stub_batches == [[1, 0]]  # both re-asks in one generation call
     assert gaps["noise"].kind == gaps["noise2"].kind == "retrieval_noise"
-    assert gaps["missing"].kind == "knowledge"
+    assert gaps["missing"].kind == "retrieval_miss"  # indexed, not retrieved
 
 
 def test_a_cached_reply_is_reused_only_for_the_same_model_and_the_same_prompt(stub_batches, tmp_path) -> None:
