@@ -1,4 +1,5 @@
-"""CLI commands of the knowledge path: land, refresh, search, eval retrieval, quarantine list, index list/rollback."""
+"""CLI commands of the knowledge path: land, refresh, search, eval retrieval (and its sweep), quarantine list,
+index list/rollback/tune."""
 
 from __future__ import annotations
 
@@ -120,8 +121,9 @@ def _parse_where(items: list[str] | None) -> dict[str, str] | None:
 @app.command("search")
 def search_command(
     query: str = typer.Argument(..., help="What to look for."),
-    k: int = typer.Option(5, "--k", min=1, max=100, help="How many chunks to return."),
-    mode: str = typer.Option("hybrid", "--mode", help="hybrid | vector | bm25"),
+    k: int | None = typer.Option(None, "--k", min=1, max=100,
+                                 help="How many chunks to return (default: the live retrieval profile's k)."),
+    mode: str | None = typer.Option(None, "--mode", help="hybrid | vector | bm25 (default: the live profile's)."),
     alpha: float | None = typer.Option(None, "--alpha", min=0.0, max=1.0, help="Hybrid weight of the vector side."),
     where: list[str] = typer.Option(None, "--where", help="key=value filter (doc_id, title or metadata); repeatable."),
     json_output: bool = JSON_OPTION,
@@ -130,7 +132,7 @@ def search_command(
     from hybridops.tasks.knowledge.search import MODES, search
 
     cfg = settings()
-    if mode not in MODES:
+    if mode is not None and mode not in MODES:
         fail(f"--mode must be one of {', '.join(MODES)}")
     hits = search(cfg, query, k=k, mode=mode, alpha=alpha, where=_parse_where(where))
     if json_output:
@@ -148,16 +150,31 @@ def search_command(
 @eval_app.command("retrieval")
 def eval_retrieval_command(
     golden: Path | None = typer.Option(None, "--golden", help="Golden JSONL (default examples/golden_retrieval.jsonl)."),
-    k: int | None = typer.Option(None, "--k", min=1, help="Documents considered per question (default recall_k)."),
-    mode: str = typer.Option("hybrid", "--mode", help="hybrid | vector | bm25"),
+    k: int | None = typer.Option(None, "--k", min=1, help="Documents considered per question (default recall_k); "
+                                 "chunks with --chunks (default: the live profile's k)."),
+    chunks: bool = typer.Option(False, "--chunks", help="k counts chunks per question, as the answer path uses "
+                                "them, instead of documents."),
+    mode: str | None = typer.Option(None, "--mode", help="hybrid | vector | bm25 (default: the live profile's)."),
     alpha: float | None = typer.Option(None, "--alpha", min=0.0, max=1.0),
+    sweep: bool = typer.Option(False, "--sweep", help="Try every mode/alpha/k of a small grid on the golden set "
+                               "plus the latest behaviour eval's retrieval misses; print the best and how to apply it."),
+    apply: bool = typer.Option(False, "--apply", help="With --sweep: store the best setting on the live generation."),
     json_output: bool = JSON_OPTION,
 ) -> None:
-    """Recall@k and MRR of the live index on the golden retrieval set."""
+    """Recall@k and MRR of the live index on the golden retrieval set (or a sweep over retrieval settings)."""
+    from hybridops.tasks.core.errors import BadInputError
     from hybridops.tasks.knowledge.retrieval_eval import run_retrieval_eval
 
     cfg = settings()
-    report = run_retrieval_eval(cfg, golden or cfg.golden_retrieval, k=k, mode=mode, alpha=alpha)
+    if apply and not sweep:
+        raise BadInputError("--apply applies the best setting of a sweep: use it with --sweep")
+    if sweep:
+        if k is not None or mode is not None or alpha is not None or chunks:
+            raise BadInputError("--sweep tries every mode, alpha and k itself: drop --k/--mode/--alpha/--chunks")
+        _sweep(cfg, golden, apply, json_output)
+        return
+    report = run_retrieval_eval(cfg, golden or cfg.golden_retrieval, k=k, mode=mode, alpha=alpha,
+                                k_counts="chunks" if chunks else "documents")
     data = report.model_dump(mode="json")
     data[f"recall@{report.k}"] = report.recall_at_k
     if json_output:
@@ -170,6 +187,68 @@ def eval_retrieval_command(
     for r in report.results:
         if not r.hit:
             console.print(f"  [yellow]miss[/] {r.question} -> got {r.retrieved_doc_ids}, gold {r.gold_doc_ids}")
+
+
+def _retrieval_misses(cfg) -> list:
+    """The latest behaviour eval run's `retrieval_miss` cases as (question, gold docs) for the sweep."""
+    from hybridops.tasks.behaviour.eval_history import load_history
+    from hybridops.tasks.knowledge.retrieval_eval import GoldenQuestion
+
+    runs = load_history(cfg, 1)
+    cases = runs[-1].cases if runs else []
+    return [GoldenQuestion(question=c.question, gold_doc_ids=c.gold_docs)
+            for c in cases if c.gap == "retrieval_miss" and c.gold_docs]
+
+
+def _sweep(cfg, golden: Path | None, apply: bool, json_output: bool) -> None:
+    from hybridops.tasks.knowledge.retrieval_sweep import apply_profile, run_sweep
+
+    report = run_sweep(cfg, _retrieval_misses(cfg), golden)
+    applied = None
+    if apply and report.changed:
+        best = report.best
+        applied = apply_profile(cfg, mode=best.mode, alpha=best.alpha, k=best.k,
+                                expected_generation=report.collection)
+    if json_output:
+        print_json({"sweep": report.model_dump(mode="json"),
+                    "applied": applied.model_dump(mode="json") if applied else None})
+        return
+    _print_sweep(report)
+    if applied is not None:
+        _print_tune(applied)
+    elif not report.changed:
+        console.print("today's setting is already the best: nothing to apply")
+    elif not apply:
+        console.print(f"apply it with: [bold]{report.apply_command}[/]  (or `hybridops eval retrieval --sweep --apply`)",
+                      highlight=False)
+
+
+def _print_sweep(report) -> None:
+    from rich.table import Table
+
+    extra = report.extra_questions > 0
+    table = Table(title=f"{report.collection}: {report.golden_questions} golden + {report.extra_questions} missed "
+                        f"questions ({len(report.skipped)} skipped: gold documents not landed)")
+    for column in ["", "mode", "alpha", "k", "recall@k", "MRR", "hit rate"] + (
+            ["missed: recall@k", "missed: MRR"] if extra else []):
+        table.add_column(column, justify="left" if column in ("", "mode") else "right")
+    for p in report.points:
+        mark = "best" if p.best else ""
+        mark += ("," if mark and p.current else "") + ("today" if p.current else "")
+        row = [mark, p.mode, "" if p.alpha is None else f"{p.alpha:g}", str(p.k), _fmt(p.overall.recall_at_k),
+               _fmt(p.overall.mrr), _fmt(p.overall.hit_rate)]
+        if extra:
+            row += [_fmt(p.extra.recall_at_k if p.extra else None), _fmt(p.extra.mrr if p.extra else None)]
+        table.add_row(*row, style="bold green" if p.best else None)
+    console.print(table)
+    gain = report.improvement
+    console.print(f"today: {report.current.profile.describe()} -> best: {report.best.profile.describe()} "
+                  f"(recall@k {_signed(gain.recall_at_k)}, MRR {_signed(gain.mrr)}, hit rate {_signed(gain.hit_rate)})",
+                  highlight=False)
+
+
+def _signed(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.3f}"
 
 
 def _fmt(value: float | None) -> str:
@@ -214,8 +293,10 @@ def index_list_command(json_output: bool = JSON_OPTION) -> None:
         print_json({"alias": alias_name(cfg), "generations": [g.model_dump(mode="json") for g in gens]})
         return
     for g in gens:
+        profile = ("  retrieval " + " ".join(f"{key}={value}" for key, value in g.retrieval.items())
+                   if g.retrieval else "")
         console.print(f"{'*' if g.live else ' '} {g.name}  {g.state:9} {g.embedding_model}  {g.objects} objects  "
-                      f"{g.created_at}")
+                      f"{g.created_at}{profile}", highlight=False)
 
 
 @index_app.command("rollback")
@@ -233,3 +314,33 @@ def index_rollback_command(json_output: bool = JSON_OPTION) -> None:
         print_json({"from": live.name, "to": previous.name, "embedding_model": previous.embedding_model})
     else:
         console.print(f"alias now points at {previous.name} (was {live.name}); run `hybridops refresh` to catch up")
+
+
+@index_app.command("tune")
+def index_tune_command(
+    mode: str | None = typer.Option(None, "--mode", help="hybrid | vector | bm25"),
+    alpha: float | None = typer.Option(None, "--alpha", help="Hybrid weight of the vector side, in [0, 1]."),
+    k: int | None = typer.Option(None, "--k", help="Chunks per question (>= 1)."),
+    reset: bool = typer.Option(False, "--reset", help="Remove the tuned profile: the settings apply again."),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Store how `ask`, evals and `search` retrieve (mode, alpha, k) on the live generation, for every process
+    of the namespace; fields not given keep today's effective value."""
+    from hybridops.tasks.knowledge.retrieval_sweep import apply_profile
+
+    cfg = settings()
+    result = apply_profile(cfg, mode=mode, alpha=alpha, k=k, reset=reset)
+    if json_output:
+        print_json(result.model_dump(mode="json"))
+    else:
+        _print_tune(result)
+
+
+def _print_tune(result) -> None:
+    def source(stored: dict) -> str:
+        return "tuned" if stored else "settings"
+
+    console.print(f"{result.generation}: {result.before.describe()} ({source(result.stored_before)}) -> "
+                  f"{result.after.describe()} ({source(result.stored_after)})"
+                  + ("" if result.changed else "  [unchanged]"), highlight=False)
+

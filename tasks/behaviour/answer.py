@@ -107,7 +107,7 @@ def ask(
     loaded = loaded or load_answering_model(settings)
     clock = time.perf_counter()
     if retrieve is None:
-        passages = search(settings, question, k=settings.search_k, mode="hybrid")
+        passages = search(settings, question)  # k, mode, alpha: the live retrieval profile, else settings
     else:
         passages = retrieve(question)
     generated = respond(loaded.model, loaded.tokenizer, question, passages, settings)

@@ -195,10 +195,11 @@ def check_stats(cases: Sequence[CaseResult]) -> dict[str, CheckStats]:
 
 
 def make_retriever(settings: Settings, k: int | None = None) -> Retrieve:
-    """Hybrid search, memoised per question so champion and challenger see the same context."""
+    """Search with the live retrieval profile (k overrides its chunks per question), memoised per question so
+    champion and challenger see the same context."""
     @functools.lru_cache(maxsize=1024)
     def retrieve(question: str) -> tuple:
-        return tuple(search(settings, question, k=k or settings.search_k, mode="hybrid"))
+        return tuple(search(settings, question, k=k))
 
     return retrieve
 

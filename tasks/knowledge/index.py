@@ -1,8 +1,9 @@
 """Weaviate index generations behind one alias, and the chunk-object reads/writes the refresh builds on.
 
 Each generation is a collection `<prefix>_Docs_<n>`; its description holds a small JSON record (embedding
-model, state, eval figures) so the generation itself says what it is. The alias `<prefix>_Docs` names the
-live one. What is indexed is read back from the objects' own properties: there is no separate ledger.
+model, state, eval figures, tuned retrieval profile) so the generation itself says what it is, to every
+process of the namespace. The alias `<prefix>_Docs` names the live one. What is indexed is read back from
+the objects' own properties: there is no separate ledger.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ class Generation(BaseModel):
     live: bool = False
     objects: int | None = None
     eval: dict[str, Any] = Field(default_factory=dict)
+    retrieval: dict[str, Any] = Field(
+        default_factory=dict, description="Tuned retrieval profile {mode, alpha, k} (`hybridops index tune`); "
+        "empty: the settings apply. Read by every search of this generation (tasks/knowledge/search.py).")
 
 
 class ChunkRecord(BaseModel):
@@ -154,7 +158,8 @@ def _property_config():
 
 
 def _describe(gen: Generation) -> str:
-    record = gen.model_dump(include={"number", "embedding_model", "dim", "state", "created_at", "chunking", "embedding_setting", "eval"})
+    record = gen.model_dump(include={"number", "embedding_model", "dim", "state", "created_at", "chunking",
+                                     "embedding_setting", "eval", "retrieval"})
     return json.dumps({"hybridops_generation": record}, sort_keys=True)
 
 
@@ -201,15 +206,17 @@ def live_name(client, settings: Settings) -> str | None:
 
 
 def create_generation(
-    client, settings: Settings, embedding_model: str, dim: int, chunking: str, embedding_setting: dict[str, Any]
+    client, settings: Settings, embedding_model: str, dim: int, chunking: str, embedding_setting: dict[str, Any],
+    retrieval: dict[str, Any] | None = None,
 ) -> Generation:
-    """A new, empty collection numbered after every existing generation, in state 'building'."""
+    """A new, empty collection numbered after every existing generation, in state 'building'; `retrieval`
+    is the tuned profile it starts with (carried from the live generation when the embedding model is the same)."""
     existing = list_generations(client, settings)
     number = max((g.number for g in existing), default=0) + 1
     gen = Generation(
         name=generation_name(settings, number), number=number, embedding_model=embedding_model, dim=dim,
         state="building", created_at=datetime.now(UTC).isoformat(timespec="seconds"), chunking=chunking,
-        embedding_setting=embedding_setting,
+        embedding_setting=embedding_setting, retrieval=dict(retrieval or {}),
     )
     client.collections.create(
         name=gen.name,
@@ -222,7 +229,7 @@ def create_generation(
 
 
 def save_generation(client, gen: Generation) -> None:
-    """Persist a changed state/eval record into the collection's description."""
+    """Persist a changed state/eval/retrieval record into the collection's description."""
     client.collections.use(gen.name).config.update(description=_describe(gen))
 
 

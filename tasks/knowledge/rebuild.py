@@ -3,7 +3,8 @@
 An incremental run writes to the live generation. A first build, `--full`, or a change of embedding model
 writes to a new generation (or resumes a crashed build of the same model); readers keep using the alias
 until the golden-set retrieval eval says the new generation is at least as good, then the alias flips
-and the previous generation is kept for rollback.
+and the previous generation is kept for rollback. A tuned retrieval profile carries over to a rebuild with
+the same embedding model (alpha and k were tuned for that model's vectors); a new model starts from the settings.
 """
 
 from __future__ import annotations
@@ -74,6 +75,11 @@ def embedding_setting(settings: Settings) -> dict[str, Any]:
     return {"embedding_model": settings.embedding_model, "embedding_bf16": settings.embedding_bf16}
 
 
+def carried_profile(live: Generation | None, model_id: str) -> dict[str, Any]:
+    """The tuned retrieval profile a rebuilt generation starts with: the live one's, if it embeds alike."""
+    return dict(live.retrieval) if live is not None and live.embedding_model == model_id else {}
+
+
 def choose_target(client, settings: Settings, embedder, full: bool) -> Target:
     """The live generation for an incremental run, else a (resumed or new) generation to build."""
     gens = list_generations(client, settings)
@@ -95,14 +101,18 @@ def choose_target(client, settings: Settings, embedder, full: bool) -> Target:
         if g.state == "building" and g.embedding_model == embedder.model_id and g.chunking == chunking
         and g.number == newest and (live is None or g.number > live.number)
     ]
+    retrieval = carried_profile(live, embedder.model_id)
     if resumable:  # a crashed build: its objects are correct so far, reconcile continues it
         gen = resumable[-1]
+        if gen.retrieval != retrieval:  # the live profile was tuned since that build started
+            gen.retrieval = retrieval
+            save_generation(client, gen)
     else:
         for leftover in gens:
             if not leftover.live and leftover.state != "ready" and (live is None or leftover.number > live.number):
                 drop_generation(client, settings, leftover)
         gen = create_generation(client, settings, embedder.model_id, embedder.dim, chunking,
-                                embedding_setting(settings))
+                                embedding_setting(settings), retrieval=retrieval)
     return Target(generation=gen, live=live, rebuild=True, reason=reason, chunking=chunking, max_tokens=max_tokens)
 
 
@@ -133,8 +143,9 @@ def gate_rebuild(settings: Settings, client, embedder, target: Target, landing: 
                           reason=f"golden set {golden} not found")
     questions = load_golden(golden)
     landed = landed_doc_ids(landing)
+    # each generation as it would serve: its own retrieval profile (carried or none), else the settings
     new = evaluate(Searcher(settings, client, collection=target.generation.name, embedder=embedder), questions,
-                   settings.recall_k, "hybrid", None, landed, str(golden))
+                   settings.recall_k, None, None, landed, str(golden))
     if new.applicable == 0:
         return GateResult(status="not_applicable", floor=floor, tolerance=tolerance,
                           reason="no golden question has its gold documents in the landing zone")
@@ -142,7 +153,7 @@ def gate_rebuild(settings: Settings, client, embedder, target: Target, landing: 
     if target.live is not None:
         try:
             live = evaluate(Searcher(settings, client, collection=target.live.name, embedder=embedder), questions,
-                            settings.recall_k, "hybrid", None, landed, str(golden))
+                            settings.recall_k, None, None, landed, str(golden))
             live_recall = live.recall_at_k
         except (IndexOperationError, ModelError):  # its model cannot be loaded here: use its recorded figure
             live_recall = target.live.eval.get("recall_at_k")

@@ -1,4 +1,9 @@
-"""Hybrid / vector / BM25 retrieval over the live index generation (resolved through the alias)."""
+"""Hybrid / vector / BM25 retrieval over the live index generation (resolved through the alias).
+
+How a question is retrieved (mode, hybrid alpha, chunks per question) is resolved field by field:
+an explicit argument, else the profile tuned on the generation being searched (`hybridops index tune`,
+stored in its description so every process of the namespace sees it), else the settings.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from weaviate.classes.query import Filter, MetadataQuery
 
 from hybridops.tasks.core.errors import BadInputError
@@ -26,9 +31,53 @@ Mode = Literal["hybrid", "vector", "bm25"]
 MODES: tuple[str, ...] = ("hybrid", "vector", "bm25")
 _RETURN = ["doc_id", "chunk_index", "title", "text", "metadata"]
 _DIRECT_FILTERS = {"doc_id", "title"}
-KEYWORD_CANDIDATES = 50
-"""Keyword and hybrid queries fetch at least this many candidates and cut to k: Weaviate 1.35's BM25 top-k
-pruning was seen to drop the best-scoring chunk at small limits (it came back with limit >= 20)."""
+CANDIDATES = 50
+"""Every query fetches at least this many candidates and cuts to k: Weaviate 1.35's BM25 top-k pruning was
+seen to drop the best-scoring chunk at small limits (it came back with limit >= 20), and one candidate list
+for every k <= CANDIDATES makes a query's top k the first k of the same query at any larger k (the
+retrieval sweep scores k = 3, 5, 8 from one query)."""
+
+
+class RetrievalProfile(BaseModel):
+    """How questions are retrieved: mode, hybrid alpha (None unless hybrid) and chunks per question."""
+
+    model_config = ConfigDict(frozen=True)
+
+    mode: Mode
+    alpha: float | None = None
+    k: int
+
+    def describe(self) -> str:
+        alpha = f" alpha={self.alpha:g}" if self.alpha is not None else ""
+        return f"{self.mode}{alpha} k={self.k}"
+
+
+def check_profile(mode: str, alpha: float | None, k: int) -> RetrievalProfile:
+    """Validate one (mode, alpha, k); a bad value is a BadInputError naming it. Alpha is dropped unless hybrid."""
+    if mode not in MODES:
+        raise BadInputError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if alpha is not None:
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+            raise BadInputError(f"alpha must be a number in [0, 1], not {alpha!r}")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise BadInputError(f"k must be a whole number >= 1, not {k!r}")
+    return RetrievalProfile(mode=mode, alpha=float(alpha) if mode == "hybrid" and alpha is not None else None, k=k)
+
+
+def resolve_profile(
+    settings: Settings, stored: dict[str, Any] | None = None, k: int | None = None, mode: str | None = None,
+    alpha: float | None = None,
+) -> RetrievalProfile:
+    """Explicit argument > the generation's tuned profile (`stored`) > settings, field by field."""
+    stored = stored or {}
+
+    def pick(explicit: Any, key: str, default: Any) -> Any:
+        if explicit is not None:
+            return explicit
+        return stored[key] if stored.get(key) is not None else default
+
+    return check_profile(pick(mode, "mode", settings.search_mode), pick(alpha, "alpha", settings.hybrid_alpha),
+                         pick(k, "k", settings.search_k))
 
 
 class NoIndexError(IndexOperationError):
@@ -95,32 +144,39 @@ class Searcher:
             self._embedder = embedder_for(self.settings, self.generation, self._preferred)
         return self._embedder
 
+    def profile(self, k: int | None = None, mode: str | None = None, alpha: float | None = None) -> RetrievalProfile:
+        """The effective retrieval of this generation, given what the caller fixed explicitly."""
+        return resolve_profile(self.settings, self.generation.retrieval, k=k, mode=mode, alpha=alpha)
+
+    def embed_query(self, query: str) -> list[float]:
+        """The query vector, embedded alone (as every search does: batching pads and can move the floats)."""
+        return self.embedder.embed([query])[0].tolist()
+
     def search(
-        self, query: str, k: int | None = None, mode: Mode = "hybrid", alpha: float | None = None,
-        where: dict[str, Any] | None = None,
+        self, query: str, k: int | None = None, mode: str | None = None, alpha: float | None = None,
+        where: dict[str, Any] | None = None, *, vector: Sequence[float] | None = None,
     ) -> list[SearchHit]:
-        if mode not in MODES:
-            raise BadInputError(f"mode must be one of {MODES}, not {mode!r}")
+        """Top-k chunks, best first; None for k/mode/alpha means the effective profile. `vector` is the
+        query's embedding when the caller already has it (the sweep embeds each question once)."""
+        profile = self.profile(k=k, mode=mode, alpha=alpha)
         if not query.strip():
             raise BadInputError("query is empty")
-        limit = k or self.settings.search_k
-        filters = where_filter(where)
-        keyword = dict(limit=max(limit, KEYWORD_CANDIDATES), filters=filters, return_properties=_RETURN)
-        if mode == "bm25":
+        limit = profile.k
+        common = dict(limit=max(limit, CANDIDATES), filters=where_filter(where), return_properties=_RETURN)
+        if profile.mode == "bm25":
             result = self.collection.query.bm25(
-                query=query, query_properties=["text"], return_metadata=MetadataQuery(score=True), **keyword
+                query=query, query_properties=["text"], return_metadata=MetadataQuery(score=True), **common
             )
             return [_hit(o, o.metadata.score) for o in result.objects[:limit]]
-        vector = self.embedder.embed([query])[0].tolist()
-        if mode == "vector":
+        vector = self.embed_query(query) if vector is None else list(vector)
+        if profile.mode == "vector":
             result = self.collection.query.near_vector(
-                near_vector=vector, limit=limit, filters=filters, return_properties=_RETURN,
-                return_metadata=MetadataQuery(distance=True),
+                near_vector=vector, return_metadata=MetadataQuery(distance=True), **common
             )
-            return [_hit(o, 1.0 - (o.metadata.distance or 0.0)) for o in result.objects]
+            return [_hit(o, 1.0 - (o.metadata.distance or 0.0)) for o in result.objects[:limit]]
         result = self.collection.query.hybrid(
-            query=query, vector=vector, alpha=self.settings.hybrid_alpha if alpha is None else alpha,
-            query_properties=["text"], return_metadata=MetadataQuery(score=True), **keyword,
+            query=query, vector=vector, alpha=profile.alpha, query_properties=["text"],
+            return_metadata=MetadataQuery(score=True), **common,
         )
         return [_hit(o, o.metadata.score) for o in result.objects[:limit]]
 
@@ -158,10 +214,10 @@ def _hit(obj, score: float | None) -> SearchHit:
 
 
 def search(
-    settings: Settings, query: str, k: int | None = None, mode: Mode = "hybrid", alpha: float | None = None,
+    settings: Settings, query: str, k: int | None = None, mode: str | None = None, alpha: float | None = None,
     where: dict[str, Any] | None = None, *, client=None,
 ) -> list[SearchHit]:
-    """Top-k chunks for a query from the live generation, best first."""
+    """Top-k chunks for a query from the live generation, best first (None: the live retrieval profile)."""
     if client is not None:
         return Searcher(settings, client).search(query, k=k, mode=mode, alpha=alpha, where=where)
     with weaviate_session(settings) as own:

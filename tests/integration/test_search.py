@@ -1,4 +1,5 @@
-"""Retrieval over the live generation: modes, explicit alpha, filters, gold chunks and the retrieval eval."""
+"""Retrieval over the live generation: modes, explicit alpha, filters, gold chunks, the retrieval eval, the
+retrieval sweep and a tuned retrieval profile."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from hybridops.tasks.knowledge.landing import land
 from hybridops.tasks.core.object_store import landing_zone
 from hybridops.tasks.knowledge.refresh import run_refresh
 from hybridops.tasks.knowledge.retrieval_eval import run_retrieval_eval
+from hybridops.tasks.knowledge.retrieval_sweep import GRID_K, GRID_SETTINGS, run_sweep
 from hybridops.tasks.knowledge.search import NoIndexError, chunks_for_docs, search
 from hybridops.tasks.core.settings import Settings
-from tests.integration.knowledge_support import CORPUS, drop_namespace, index_state
+from tests.integration.knowledge_support import CORPUS, cli_json, drop_namespace, index_state
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +88,42 @@ def test_retrieval_eval_scores_the_golden_set_and_skips_questions_about_unlanded
 def test_searching_before_anything_is_indexed_says_so(settings):
     with pytest.raises(NoIndexError, match="refresh"):
         search(settings, "anything")
+
+
+def test_sweep_agrees_with_the_retrieval_eval_and_index_tune_changes_what_search_returns_by_default(
+    indexed, child_env
+):
+    """Last in the module: it tunes the shared namespace's live generation (and resets it afterwards)."""
+    report = run_sweep(indexed)
+    assert report.golden_questions > 0 and report.extra_questions == 0 and report.skipped == []
+    assert len([p for p in report.points if p.in_grid]) == len(GRID_SETTINGS) * len(GRID_K)
+    today = report.current
+    assert (today.mode, today.alpha, today.k) == ("hybrid", indexed.hybrid_alpha, indexed.search_k)
+    direct = run_retrieval_eval(indexed, k=today.k, k_counts="chunks")  # the same k: chunks per question
+    assert (direct.mode, direct.alpha, direct.k, direct.applicable) == (today.mode, today.alpha, today.k,
+                                                                        today.overall.questions)
+    assert (today.overall.recall_at_k, today.overall.mrr, today.overall.hit_rate) == (
+        direct.recall_at_k, direct.mrr, direct.hit_rate)
+    assert report.best.overall.recall_at_k >= today.overall.recall_at_k
+    assert report.changed == (report.apply_command is not None)
+
+    query = "my headlamp stopped working after two months"
+    default = [h.chunk_id for h in search(indexed, query)]
+    assert default == [h.chunk_id for h in search(indexed, query, k=indexed.search_k, mode="hybrid",
+                                                   alpha=indexed.hybrid_alpha)]
+    keyword = [h.chunk_id for h in search(indexed, query, k=3, mode="bm25")]
+    env = child_env(indexed)
+    try:
+        tuned = cli_json(env, "index", "tune", "--mode", "bm25", "--k", "3")
+        assert tuned["before"] == {"mode": "hybrid", "alpha": indexed.hybrid_alpha, "k": indexed.search_k}
+        assert tuned["after"] == tuned["stored_after"] == {"mode": "bm25", "alpha": None, "k": 3}
+        assert tuned["changed"] and tuned["stored_before"] == {}
+        assert [h.chunk_id for h in search(indexed, query)] == keyword  # no argument: the tuned profile
+        listed = cli_json(env, "index", "list")
+        assert [g["retrieval"] for g in listed["generations"] if g["live"]] == [tuned["after"]]
+        evaluated = run_retrieval_eval(indexed, k_counts="chunks")  # evals follow the profile too
+        assert (evaluated.mode, evaluated.alpha, evaluated.k) == ("bm25", None, 3)
+    finally:
+        reset = cli_json(env, "index", "tune", "--reset")
+    assert reset["stored_after"] == {} and reset["after"] == tuned["before"]
+    assert [h.chunk_id for h in search(indexed, query)] == default
