@@ -1,6 +1,7 @@
 """Training examples -> contract -> tokenised SFT dataset with the exact production prompt (tasks/prompting.py).
 
-Sources: JSONL files in the landing zone's `_training/` area and human-approved/corrected interactions.
+Sources: JSONL files in the landing zone's `_training/` area, human-approved/corrected interactions, and
+examples earlier adapters were trained on (tasks/behaviour/replay.py), so nothing is forgotten.
 Bad examples are quarantined (kind "training") with their reasons, never dropped silently.
 
 JSONL record: {"id": str?, "question": str, "context": [{"doc_id", "text"}] | "context_doc_ids": [doc_id],
@@ -14,7 +15,7 @@ import hashlib
 import json
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ from hybridops.tasks.behaviour.augmentation import augment
 from hybridops.tasks.behaviour.interactions import LoggedInteraction, interactions_with_feedback
 from hybridops.tasks.behaviour.llm import load_base_model
 from hybridops.tasks.behaviour.prompting import build_messages, format_reply, model_reply
+from hybridops.tasks.behaviour.replay import ReplayMix, replay_candidates
 from hybridops.tasks.core.contracts import load_suite, validate_frame
 from hybridops.tasks.core.object_store import ObjectStore, artifact_store, landing_zone
 from hybridops.tasks.core.quarantine import prune, quarantine
@@ -69,7 +71,7 @@ class TrainingExample(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     id: str
-    origin: str  # "landing:<key>#L<line>" or "interaction:<id>"
+    origin: str  # "landing:<key>#L<line>", "interaction:<id>" or "replay:<snapshot key>#L<line>"
     question: str
     passages: list[ContextPassage]
     response: str
@@ -101,11 +103,12 @@ class TrainingData:
     rejected: list[RejectedExample] = field(default_factory=list)
     origins: dict[str, int] = field(default_factory=dict)
     augmented: dict[str, int] = field(default_factory=dict)  # derived examples by kind (part of train/validation)
+    replay: ReplayMix = field(default_factory=ReplayMix)  # earlier examples added back, and why others were not
 
     @property
     def counts(self) -> dict[str, int]:
         return {"train": len(self.train), "validation": len(self.validation), "rejected": len(self.rejected),
-                "augmented": sum(self.augmented.values())}
+                "augmented": sum(self.augmented.values()), **self.replay.counts()}
 
 
 # Reading ---------------------------------------------------------------------------------------------------
@@ -160,16 +163,16 @@ def landing_records(settings: Settings, store: ObjectStore | None = None):
 
 
 def production_passages(settings: Settings, question: str, include: list[str]) -> list[ContextPassage]:
-    """The passages the answer path would show for this question now (hybrid top-k), with every doc in
-    `include` that retrieval missed put back (its first chunk, replacing the lowest-ranked hits)."""
-    hits = search(settings, question, k=settings.search_k, mode="hybrid")
+    """The passages the answer path would show for this question now (its retrieval profile's top-k), with
+    every doc in `include` that retrieval missed put back (its first chunk, replacing the lowest-ranked hits)."""
+    hits = search(settings, question)
     present = {h.doc_id for h in hits}
     missing = [d for d in dict.fromkeys(include) if d not in present]
     if missing:
         first: dict[str, Any] = {}
         for hit in chunks_for_docs(settings, missing):
             first.setdefault(hit.doc_id, hit)
-        hits = hits[: max(0, settings.search_k - len(first))] + list(first.values())
+        hits = hits[: max(0, max(len(hits), settings.search_k) - len(first))] + list(first.values())
     return [ContextPassage(doc_id=h.doc_id, text=h.text) for h in hits]
 
 
@@ -360,11 +363,21 @@ def derived_examples(
     return derived
 
 
+def replayed_examples(
+    settings: Settings, current: list[TrainingExample], accepted: int, tokenizer,
+    landing: ObjectStore | None, store: ObjectStore | None,
+) -> tuple[list[tuple[TrainingExample, dict]], list[RejectedExample], ReplayMix]:
+    """Examples earlier adapters were trained on, chosen by tasks/behaviour/replay.py and validated like new ones."""
+    candidates, mix = replay_candidates(settings, current, accepted, TrainingExample, landing=landing, store=store)
+    replayed, rejected = validate_examples(candidates, tokenizer, settings.max_seq_len)
+    return replayed, rejected, replace(mix, replayed=len(replayed), rejected=len(rejected))
+
+
 def build_training_data(
-    settings: Settings, *, include_interactions: bool = True, tokenizer=None,
+    settings: Settings, *, include_interactions: bool = True, include_replay: bool = True, tokenizer=None,
     landing: ObjectStore | None = None, store: ObjectStore | None = None,
 ) -> TrainingData:
-    """Read, validate (quarantining failures), augment, tokenise and split every training example."""
+    """Read, validate (quarantining failures), add replayed examples, augment, tokenise and split."""
     from datasets import Dataset
 
     tokenizer = tokenizer or load_tokenizer(settings)
@@ -376,6 +389,11 @@ def build_training_data(
         examples += interaction_examples(settings)
     accepted, bad = validate_examples(examples, tokenizer, settings.max_seq_len)
     rejected += bad
+    mix = ReplayMix()
+    if include_replay:
+        replayed, bad, mix = replayed_examples(settings, examples, len(accepted), tokenizer, landing, store)
+        accepted += replayed
+        rejected += bad
     quarantine_rejected(settings, rejected, store)
     derived = derived_examples(accepted, tokenizer, settings) if settings.train_augment else []
 
@@ -396,7 +414,7 @@ def build_training_data(
     data = TrainingData(
         train=split["train"], validation=split["validation"], fingerprint=fingerprint(rows, tokenizer, settings),
         tokenizer=tokenizer, accepted=[e for e, _ in accepted], rejected=rejected, origins=dict(origins),
-        augmented=dict(augmented),
+        augmented=dict(augmented), replay=mix,
     )
     log.info("training data: %s from %s, fingerprint %s", data.counts, origins, data.fingerprint[:12])
     return data
