@@ -29,12 +29,9 @@ Prints one JSON object on stdout with --json (a short table otherwise); progress
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from hybridops.tasks.behaviour.suite import (
@@ -91,7 +88,9 @@ def run(args: argparse.Namespace) -> dict:
     names = list(SUITES) if args.suites == "both" else [args.suites]
     suites = {name: load_suite(SUITES[name][1]) for name in names}  # a bad suite fails before anything starts
 
-    with private_stack() as stack:
+    from hybridops.infra.services import private_stack
+
+    with private_stack("hybridops-transfer-", progress, s3_endpoint="", landing=None, store=None) as stack:
         def suite_settings(name: str) -> Settings:
             namespace = SUITES[name][3]
             return stack.model_copy(update={"namespace": namespace, "home": stack.home / namespace,
@@ -158,23 +157,6 @@ def load_model(user: Settings, adapter: str | None) -> tuple[object, object, str
 
     champion = load_champion(user)
     return champion.model, champion.tokenizer, champion.version, champion.warning
-
-
-@contextlib.contextmanager
-def private_stack() -> Iterator[Settings]:
-    """Weaviate + Prefect of our own under a temp home on free ports (no MinIO: landing and store are folders)."""
-    from hybridops.infra.services import down, private_stack_settings, up
-
-    with tempfile.TemporaryDirectory(prefix="hybridops-transfer-") as home:
-        settings = private_stack_settings(Path(home), s3_endpoint="", landing=None, store=None)
-        clock = time.perf_counter()
-        try:
-            up(settings, on_event=progress)
-            progress(f"private stack up in {time.perf_counter() - clock:.0f}s under {home}")
-            yield settings
-        finally:
-            down(settings)
-            progress("private stack stopped")
 
 
 def measure(cfg: Settings, name: str, suite: Suite, corpus: Path, golden: Path, model, tokenizer,
