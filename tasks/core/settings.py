@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     max_document_bytes: int = 2_000_000
     max_text_chars: int = 500_000
     search_k: int = 5
+    search_mode: str = Field(
+        "hybrid", pattern=r"^(hybrid|vector|bm25)$", description="How `ask`, evals and `search` retrieve: hybrid, "
+        "vector or bm25 (a profile tuned on the live index generation, `hybridops index tune`, comes first).")
     hybrid_alpha: float = 0.5
     recall_k: int = 5
     recall_floor: float = 0.5
@@ -167,6 +170,9 @@ class Settings(BaseSettings):
                                 "copy from the context, not to memorise the corpus.")
     train_refusal_share: float = Field(0.3, ge=0, lt=1, description="Refusal twins are added only while refusals "
                                        "stay at most this share of the training data.")
+    train_replay_share: float = Field(0.25, ge=0, le=1, description="Replay (tasks/behaviour/replay.py): examples "
+                                      "earlier adapters were trained on are added up to this share of the current "
+                                      "examples, so a removed file or aged-out feedback is not forgotten; 0 = off.")
     drift_alpha: float = 0.05
     drift_min_n: int = 8
     pass_rate_floor: float = 0.5
@@ -190,6 +196,11 @@ class Settings(BaseSettings):
     eval_sample_interactions: int = Field(4, description="Recent logged questions added to each behaviour eval.")
     eval_sample_days: int = 7
     promotion_tolerance: float = 0.05
+    promotion_alpha: float = Field(0.05, gt=0, lt=1, description="Level of the paired (exact McNemar, Holm-"
+                                   "corrected) tests a challenger must pass: significantly better on a target check, "
+                                   "significantly worse on none.")
+    regression_corrections_max: int = Field(32, ge=0, description="The latest human corrections answered by both "
+                                            "models at each retrain as regression cases (0: none).")
     allow_base_fallback: bool = Field(
         True,
         description="When the champion cannot be used (corrupt or empty adapters/CHAMPION.json, a corrupt or "
