@@ -1,9 +1,13 @@
-"""Behaviour drift: current pass rates vs the champion's baseline recorded at promotion, plus an absolute floor.
+"""Behaviour drift: the current run vs the champion's baseline recorded at promotion, plus an absolute floor.
 
-A check drifts when (a) both samples have at least `drift_min_n` cases and a one-sided two-proportion z-test
-says the current pass rate is lower than the baseline's at level `drift_alpha`, or (b) at least
-`drift_min_n` cases were checked and the pass rate is under `pass_rate_floor`. Cases attributed to a
-knowledge gap or retrieval noise are left out of the current counts: only behaviour counts toward drift.
+A check drifts when (a) it is significantly worse than the baseline at level `drift_alpha` on at least
+`drift_min_n` cases, or (b) at least `drift_min_n` cases were checked and the pass rate is under
+`pass_rate_floor`. For (a), when the baseline kept per-case outcomes and the current run shares case ids with
+it, the test is paired: the exact one-sided McNemar test (significance.py) on the shared cases, Holm-corrected
+across the checks, as the same case answered worse is the evidence and different cases are not. Baselines
+without per-case outcomes (older ones, those rebuilt from the registry) fall back to the unpaired one-sided
+two-proportion z-test of the counts. Cases routed anywhere but behaviour (gap_attribution.NOT_BEHAVIOUR:
+a missing document, a retrieval miss or noise) are left out of the current run: only behaviour counts.
 Only the statistics live here; baselines and eval runs are stored by eval_history.py.
 """
 
@@ -16,29 +20,41 @@ from typing import Literal
 from pydantic import BaseModel
 
 from hybridops.tasks.behaviour.gap_attribution import NOT_BEHAVIOUR, GapAttribution
+from hybridops.tasks.behaviour.significance import PairedTable, case_outcomes, holm_by_name, paired_outcomes
 from hybridops.tasks.behaviour.suite import CaseResult, CheckStats, EvalReport, check_stats
 from hybridops.tasks.core.settings import Settings
 
 
 class Baseline(BaseModel):
-    """Per-check pass counts of a champion, recorded when it was promoted."""
+    """Per-check pass counts of a champion, recorded when it was promoted, and its per-case outcomes
+    ({case_id: {check: passed}}; empty in baselines recorded before they were kept and in registry rebuilds)."""
 
     adapter_version: str | None
     recorded_at: str
     suite: str
     checks: dict[str, CheckStats]
+    cases: dict[str, dict[str, bool]] = {}
 
 
 class CheckDrift(BaseModel):
-    """One check's evidence. `effect` = drop in pass rate vs the reference (baseline rate, or the floor)."""
+    """One check's evidence. `effect` = drop in pass rate vs the reference (the baseline, or the floor).
+
+    method "mcnemar": baseline_rate/baseline_n, effect and cohens_h are over the cases shared with the
+    baseline where the check applied in both runs; b = the baseline passed and now fails, c = the reverse;
+    p_value is the exact one-sided p, p_holm its Holm adjustment across the checks. method "z": the unpaired
+    test of the counts (z, p_value). current_rate/current_n are always the whole current run."""
 
     check: str
     current_rate: float
     current_n: int
+    method: Literal["mcnemar", "z"] | None = None
     baseline_rate: float | None = None
     baseline_n: int | None = None
+    b: int | None = None
+    c: int | None = None
     z: float | None = None
     p_value: float | None = None
+    p_holm: float | None = None
     cohens_h: float | None = None
     effect: float | None = None
     reason: Literal["significant_drop", "below_floor"] | None = None
@@ -90,47 +106,76 @@ def cohens_h(p_base: float, p_cur: float) -> float:
     return 2 * math.asin(math.sqrt(p_base)) - 2 * math.asin(math.sqrt(p_cur))
 
 
-def drift_counts(report: EvalReport, gaps: Sequence[GapAttribution]) -> tuple[dict[str, CheckStats], int]:
-    """Per-check counts over the cases that count toward drift (knowledge/retrieval-noise cases left out)."""
+def behaviour_cases(report: EvalReport, gaps: Sequence[GapAttribution]) -> tuple[list[CaseResult], int]:
+    """The cases that count toward drift (those on a NOT_BEHAVIOUR route left out) and how many were left out."""
     excluded = {gap.case_id for gap in gaps if gap.kind in NOT_BEHAVIOUR}
-    kept: list[CaseResult] = [case for case in report.cases if case.case_id not in excluded]
-    return check_stats(kept), len(excluded)
+    kept = [case for case in report.cases if case.case_id not in excluded]
+    return kept, len(report.cases) - len(kept)
 
 
 def detect_drift(
     settings: Settings,
-    current: dict[str, CheckStats],
+    current: Sequence[CaseResult],
     baseline: Baseline | None,
     adapter_version: str | None,
-    n: int,
     excluded: int = 0,
 ) -> DriftReport:
-    """Compare each check with the baseline (significance test) and the absolute floor."""
-    rows = []
-    for name, stats in sorted(current.items()):
-        row = CheckDrift(check=name, current_rate=stats.pass_rate, current_n=stats.n)
-        base = baseline.checks.get(name) if baseline else None
-        if base is not None and base.n > 0:
-            z, p = one_sided_drop_test(base.passed, base.n, stats.passed, stats.n)
-            row = row.model_copy(update=dict(
-                baseline_rate=base.pass_rate, baseline_n=base.n, z=z, p_value=p,
-                cohens_h=cohens_h(base.pass_rate, stats.pass_rate), effect=base.pass_rate - stats.pass_rate,
-            ))
-            if min(base.n, stats.n) >= settings.drift_min_n and p < settings.drift_alpha:
-                row = row.model_copy(update={"reason": "significant_drop"})
-        if row.reason is None and stats.n >= settings.drift_min_n and stats.pass_rate < settings.pass_rate_floor:
-            update = {"reason": "below_floor"}
-            if row.effect is None:
-                update |= {"effect": settings.pass_rate_floor - stats.pass_rate,
-                           "cohens_h": cohens_h(settings.pass_rate_floor, stats.pass_rate)}
-            row = row.model_copy(update=update)
-        rows.append(row)
-    drifted = [row.check for row in rows if row.drifted]
+    """Compare each check of the current cases with the baseline (paired when they share cases, see the
+    module docstring) and with the absolute floor."""
+    stats = check_stats(current)
+    outcomes = case_outcomes(current)
+    paired = baseline is not None and bool(set(baseline.cases) & set(outcomes))
+    rows = {name: CheckDrift(check=name, current_rate=s.pass_rate, current_n=s.n) for name, s in stats.items()}
+    if paired:
+        tables = {name: paired_outcomes(name, baseline.cases, outcomes) for name in stats}
+        tables = {name: table for name, table in tables.items() if table.n > 0}
+        adjusted = holm_by_name({name: table.p_worse for name, table in tables.items()})
+        for name, table in tables.items():
+            rows[name] = _paired_row(settings, rows[name], table, adjusted[name])
+    elif baseline is not None:
+        for name, s in stats.items():
+            base = baseline.checks.get(name)
+            if base is not None and base.n > 0:
+                rows[name] = _unpaired_row(settings, rows[name], base, s)
+    checked = [_floor(settings, row) for row in rows.values()]
+    drifted = [row.check for row in checked if row.drifted]
     return DriftReport(
-        drift=bool(drifted), drifted=drifted, checks=rows, n=n, excluded=excluded,
+        drift=bool(drifted), drifted=drifted, checks=checked, n=len(current), excluded=excluded,
         adapter_version=adapter_version, baseline_version=baseline.adapter_version if baseline else None,
         has_baseline=baseline is not None,
     )
+
+
+def _paired_row(settings: Settings, row: CheckDrift, table: PairedTable, p_holm: float) -> CheckDrift:
+    """The exact McNemar evidence ("now worse") on the cases shared with the baseline."""
+    before, now = table.reference_rate, table.candidate_rate
+    update = dict(method="mcnemar", baseline_rate=before, baseline_n=table.n, b=table.b, c=table.c,
+                  p_value=table.p_worse, p_holm=p_holm, effect=(table.b - table.c) / table.n,
+                  cohens_h=cohens_h(before, now))
+    if table.n >= settings.drift_min_n and p_holm < settings.drift_alpha:
+        update["reason"] = "significant_drop"
+    return row.model_copy(update=update)
+
+
+def _unpaired_row(settings: Settings, row: CheckDrift, base: CheckStats, current: CheckStats) -> CheckDrift:
+    """The two-proportion z-test of the counts (a baseline without per-case outcomes)."""
+    z, p = one_sided_drop_test(base.passed, base.n, current.passed, current.n)
+    update = dict(method="z", baseline_rate=base.pass_rate, baseline_n=base.n, z=z, p_value=p,
+                  cohens_h=cohens_h(base.pass_rate, current.pass_rate), effect=base.pass_rate - current.pass_rate)
+    if min(base.n, current.n) >= settings.drift_min_n and p < settings.drift_alpha:
+        update["reason"] = "significant_drop"
+    return row.model_copy(update=update)
+
+
+def _floor(settings: Settings, row: CheckDrift) -> CheckDrift:
+    """Under the absolute pass-rate floor on enough cases (only when the baseline test did not already fire)."""
+    if row.reason is not None or row.current_n < settings.drift_min_n or row.current_rate >= settings.pass_rate_floor:
+        return row
+    update = {"reason": "below_floor"}
+    if row.effect is None:
+        update |= {"effect": settings.pass_rate_floor - row.current_rate,
+                   "cohens_h": cohens_h(settings.pass_rate_floor, row.current_rate)}
+    return row.model_copy(update=update)
 
 
 def assess(settings: Settings, report: EvalReport, gaps: Sequence[GapAttribution]) -> DriftReport:
@@ -138,6 +183,6 @@ def assess(settings: Settings, report: EvalReport, gaps: Sequence[GapAttribution
     # eval_history imports this module (an EvalRecord holds a DriftReport): imported here to break the cycle
     from hybridops.tasks.behaviour.eval_history import load_baseline
 
-    counts, excluded = drift_counts(report, gaps)
+    kept, excluded = behaviour_cases(report, gaps)
     baseline = load_baseline(settings, report.adapter_version)
-    return detect_drift(settings, counts, baseline, report.adapter_version, report.n - excluded, excluded)
+    return detect_drift(settings, kept, baseline, report.adapter_version, excluded)

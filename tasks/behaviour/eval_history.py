@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from hybridops.tasks.behaviour.adapters import AdapterError, champion, show
 from hybridops.tasks.behaviour.drift import Baseline, DriftReport
 from hybridops.tasks.behaviour.gap_attribution import GapAttribution, RouteSummary, gap_counts, route_summary
+from hybridops.tasks.behaviour.significance import case_outcomes
 from hybridops.tasks.behaviour.suite import CheckStats, EvalReport, wilson_interval
 from hybridops.tasks.core.object_store import ObjectStore, artifact_store
 from hybridops.tasks.core.settings import Settings
@@ -34,13 +35,15 @@ def _baseline_key(version: str | None) -> str:
 
 
 def record_baseline(settings: Settings, report: EvalReport, store: ObjectStore | None = None) -> Baseline:
-    """Keep a champion's per-check counts as its drift baseline (call at promotion with its eval report)."""
+    """Keep a champion's per-check counts and per-case outcomes as its drift baseline (call at promotion with
+    its eval report): a later run on the same cases is then tested case by case (drift.py)."""
     store = store or artifact_store(settings)
     baseline = Baseline(
         adapter_version=report.adapter_version,
         recorded_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         suite=report.suite,
         checks=report.checks,
+        cases=case_outcomes(report.cases),
     )
     store.put(_baseline_key(report.adapter_version), baseline.model_dump_json(indent=2).encode())
     return baseline
@@ -48,7 +51,8 @@ def record_baseline(settings: Settings, report: EvalReport, store: ObjectStore |
 
 def load_baseline(settings: Settings, version: str | None, store: ObjectStore | None = None) -> Baseline | None:
     """The baseline recorded for `version`; else one rebuilt from the registry's promotion scores (pass rates
-    x the manifest's eval n, so per-check counts are approximate); None when neither exists."""
+    x the manifest's eval n, so per-check counts are approximate, and no per-case outcomes: drift falls back
+    to the unpaired test); None when neither exists."""
     store = store or artifact_store(settings)
     try:
         return Baseline.model_validate_json(store.get(_baseline_key(version)))

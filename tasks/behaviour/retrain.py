@@ -1,7 +1,9 @@
 """The retrain story as plain steps: data -> (skip?) -> train -> register -> evaluate both -> decide -> apply.
 
 "Evaluate both" is twice when the transfer gate is on (settings.transfer_suite): the in-domain held-out suite
-over the user's index, then the out-of-domain transfer suite over its side index (tasks/behaviour/transfer.py).
+over the user's index, then the out-of-domain transfer suite over its side index (tasks/behaviour/transfer.py);
+and once more, small, when humans corrected replies: those corrections are regression cases
+(tasks/behaviour/regression_set.py) both models answer, with the same retrieval and reply caches.
 
 `retrain()` composes the steps once, under the namespace's `adapters` lock (so a CLI run and a flow run never
 move the champion pointer at the same time); the CLI calls it directly, the Prefect flow passes a `step`
@@ -32,6 +34,8 @@ from hybridops.tasks.behaviour.adapters import (
 )
 from hybridops.tasks.behaviour.eval_history import record_baseline
 from hybridops.tasks.behaviour.promotion import CheckComparison, PromotionDecision, decide
+from hybridops.tasks.behaviour.regression_set import load_regression_set, record_fixed
+from hybridops.tasks.behaviour.replay import save_replay_snapshot
 from hybridops.tasks.behaviour.reply_cache import ReplyCache
 from hybridops.tasks.behaviour.suite import EvalReport, Suite, load_suite, make_retriever, run_suite, suite_path
 from hybridops.tasks.behaviour.training import TrainConfig, TrainProgress, train
@@ -151,6 +155,16 @@ def judge_transfer(
             step(evaluate, settings, suite, champion, retrieve, reporter, "transfer eval"))
 
 
+def judge_corrections(
+    settings: Settings, suite: Suite, challenger: str, champion: str | None, retrieve, step: Step, reporter: Reporter
+) -> tuple[EvalReport, EvalReport]:
+    """Both models on the human corrections of the regression set (same retrieval as the held-out suite)."""
+    reporter.stage(f"regression set: answering {len(suite.cases)} human corrections with challenger {challenger} "
+                   f"and champion {champion or 'base model'}")
+    return (step(evaluate, settings, suite, challenger, retrieve, reporter, "regression eval"),
+            step(evaluate, settings, suite, champion, retrieve, reporter, "regression eval"))
+
+
 CHAMPION_CHANGED = "champion changed during the run"
 
 
@@ -165,13 +179,15 @@ def apply_decision(
     against: if the pointer moved meanwhile, nothing is promoted and the decision becomes a rejection.
     Promoting first and recording last means a run that dies in between leaves either an undecided
     challenger (picked up by the next retrain) or a promoted champion (not pending), never a recorded
-    "promote" that did not happen."""
+    "promote" that did not happen. A promotion adds the cases it fixed to the regression set."""
     if decision.promote:
         try:
             promote(settings, manifest.version, decision.reason, challenger.pass_rates(),
                     expected_champion=incumbent)
         except ChampionMovedError as exc:
             decision = decision.model_copy(update={"promote": False, "reason": str(exc)})  # "champion changed during the run: ..."
+        else:
+            record_fixed(settings, challenger.suite, manifest.version, decision)
     record_evaluation(settings, manifest.version, challenger.pass_rates(), challenger.n, decision.model_dump())
     record_baseline(settings, challenger)
     return decision
@@ -212,6 +228,7 @@ def _retrain(settings: Settings, request: RetrainRequest, step: Step, reporter: 
                               dataset=dataset, champion_version=champion_version(settings))
 
     suite = load_held_out_suite(settings, request.suite)  # fail before minutes of training, not after
+    regression = load_regression_set(settings, suite)  # fixed when the run starts: feedback arriving later waits
     transfer_suite = load_transfer_suite(settings)  # None: the transfer gate is off
     incumbent = champion_version(settings)
     if incumbent:
@@ -232,6 +249,7 @@ def _retrain(settings: Settings, request: RetrainRequest, step: Step, reporter: 
             if cfg.early_stopping else ""
         reporter.stage(f"training a LoRA challenger: up to {cfg.steps} steps on {len(data.train)} examples{early}")
         manifest = step(train_challenger, settings, data, cfg, reporter)
+    step(save_replay_snapshot, settings, data)  # what this challenger learnt from, replayed into later datasets
 
     retrieve = make_retriever(settings)  # memoised: both models see exactly the same passages
     reporter.stage(f"evaluating challenger {manifest.version} and champion {incumbent or 'base model'}")
@@ -242,10 +260,16 @@ def _retrain(settings: Settings, request: RetrainRequest, step: Step, reporter: 
         transfer = judge_transfer(settings, transfer_suite, manifest.version, incumbent, step, reporter)
     transfer_rates = {"transfer_challenger": transfer[0].pass_rates(), "transfer_champion": transfer[1].pass_rates()} \
         if transfer else {}
+    corrections = None
+    if regression.corrections is not None:
+        corrections = judge_corrections(settings, regression.corrections, manifest.version, incumbent, retrieve,
+                                        step, reporter)
 
-    decision = decide(challenger.pass_rates(), champion.pass_rates(), request.drifted, settings.promotion_tolerance,
-                      **transfer_rates, transfer_gate=settings.transfer_gate_checks,
-                      transfer_n={name: stats.n for name, stats in transfer[0].checks.items()} if transfer else None)
+    decision = decide(challenger.cases, champion.cases, request.drifted, settings.promotion_tolerance,
+                      transfer[0].cases if transfer else None, transfer[1].cases if transfer else None,
+                      settings.transfer_gate_checks, alpha=settings.promotion_alpha, regression=regression.cases,
+                      regression_challenger=corrections[0].cases if corrections else (),
+                      regression_champion=corrections[1].cases if corrections else ())
     decision = step(apply_decision, settings, manifest, challenger, decision, incumbent)
     promoted = decision.promote
     reporter.stage(("promoted " if promoted else "rejected ") + f"{manifest.version}: {decision.reason}")
@@ -263,7 +287,8 @@ def _retrain(settings: Settings, request: RetrainRequest, step: Step, reporter: 
 # Human-readable evidence (Prefect artifacts, CLI) ---------------------------------------------------------
 
 def decision_rows(outcome: RetrainOutcome) -> list[dict[str, Any]]:
-    """One row per in-domain check: both pass rates, delta, whether it was a target and the verdict."""
+    """One row per in-domain check: both pass rates, delta, the paired table (b = champion passed and challenger
+    failed, c = the reverse, n), the McNemar p-values raw and Holm-adjusted, target, verdict and the case ids."""
     return _rows(outcome.decision.checks) if outcome.decision else []
 
 
@@ -272,11 +297,18 @@ def transfer_rows(outcome: RetrainOutcome) -> list[dict[str, Any]]:
     return _rows(outcome.decision.transfer_checks) if outcome.decision else []
 
 
+def _p(value: float | None) -> float | None:
+    return None if value is None else float(f"{value:.2g}")
+
+
 def _rows(checks: list[CheckComparison]) -> list[dict[str, Any]]:
     return [
         {"check": c.check, "challenger": round(c.challenger, 3),
          "champion": None if c.champion is None else round(c.champion, 3),
-         "delta": c.delta, "target": c.target, "verdict": c.verdict if c.gated else f"{c.verdict} (not gated)"}
+         "delta": c.delta, "b": c.b, "c": c.c, "n": c.n, "p_better": _p(c.p_better),
+         "p_better_holm": _p(c.p_better_holm), "p_worse": _p(c.p_worse), "p_worse_holm": _p(c.p_worse_holm),
+         "target": c.target, "verdict": c.verdict if c.gated else f"{c.verdict} (not gated)",
+         "fixed": ", ".join(c.fixed), "broken": ", ".join(c.broken)}
         for c in checks
     ]
 
@@ -287,6 +319,39 @@ def _markdown_table(title: str, rows: list[dict[str, Any]]) -> list[str]:
     columns = list(rows[0])
     return ["", f"**{title}**", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns),
             *("| " + " | ".join(str(row[c]) for c in columns) + " |" for row in rows)]
+
+
+def justifying_cases(decision: PromotionDecision) -> list[str]:
+    """The cases the decision rests on, one line per check: a promotion's significant gains (fixed cases) and
+    regression-set cases kept; a rejection's losses (broken cases) and regression cases broken."""
+    if decision.promote:
+        lines = [f"{r.check} fixed: {', '.join(r.fixed)}" for r in decision.checks if r.verdict == "improved"]
+    else:
+        lines = [f"{r.check} broken: {', '.join(r.broken)}" for r in decision.checks
+                 if r.verdict == "worse" and r.broken]
+        lines += [f"{r.check} broken (out-of-domain): {', '.join(r.broken)}" for r in decision.transfer_checks
+                  if r.gated and r.verdict == "worse" and r.broken]
+    regression = decision.regression
+    if regression is not None and regression.broken:
+        lines.append(f"regression set broken: {', '.join(regression.broken)}")
+    return lines
+
+
+def _failed(cases: dict[str, list[str]]) -> str:
+    return ", ".join(f"{case} ({', '.join(checks)})" for case, checks in cases.items()) or "none"
+
+
+def _regression_line(decision: PromotionDecision) -> str:
+    verdict = decision.regression
+    if verdict is None:
+        return "**Regression set:** empty (no case fixed by an earlier promotion, no human correction)"
+    origins = f"{verdict.origins.get('fixed', 0)} fixed by earlier promotions, " \
+              f"{verdict.origins.get('correction', 0)} human corrections"
+    unjudged = f"; not judged (no result or no applicable check): {', '.join(verdict.not_judged)}" \
+        if verdict.not_judged else ""
+    return (f"**Regression set:** {'holds' if verdict.ok else 'BLOCKS'}: {verdict.n} cases ({origins}); "
+            f"challenger fails {len(verdict.challenger_failed)}: {_failed(verdict.challenger_failed)}; champion fails "
+            f"{len(verdict.champion_failed)}: {_failed(verdict.champion_failed)}{unjudged}")
 
 
 def decision_markdown(outcome: RetrainOutcome) -> str:
@@ -305,6 +370,17 @@ def decision_markdown(outcome: RetrainOutcome) -> str:
         lines += ["", f"Training: {outcome.train.steps} steps{early} in {outcome.train.seconds:.0f} s "
                       f"({outcome.train.tokens_per_s:.0f} tokens/s), final loss {outcome.train.final_loss}, "
                       f"validation loss {outcome.train.validation_loss}"]
+    decision = outcome.decision
+    if decision is not None and decision.checks:
+        lines += ["", f"Paired evidence: b = champion passed and challenger failed, c = the reverse, exact one-sided "
+                      f"McNemar p (better, worse), Holm-adjusted at alpha {decision.alpha:g} (better: over the target "
+                      f"checks {', '.join(decision.targets)}; worse: over all checks)."]
+        if decision.mdd is not None:
+            lines += ["", f"**{decision.mdd.describe()}**"]
+        lines += ["", _regression_line(decision)]
+        cases = justifying_cases(decision)
+        if cases:
+            lines += ["", "**Cases behind the decision:**", "", *(f"- {line}" for line in cases)]
     lines += _markdown_table("in-domain (held-out suite)", decision_rows(outcome))
     lines += _markdown_table("out-of-domain (transfer suite)", transfer_rows(outcome))
     return "\n".join(lines)

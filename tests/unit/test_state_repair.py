@@ -12,7 +12,7 @@ import pytest
 
 from hybridops.tasks.behaviour import adapters, retrain
 from hybridops.tasks.behaviour.promotion import decide
-from hybridops.tasks.behaviour.suite import CheckStats, EvalReport
+from hybridops.tasks.behaviour.suite import CaseResult, CheckOutcome, EvalReport, Suite, check_stats
 from hybridops.tasks.core.object_store import TEMP_MARK, FolderStore
 from hybridops.tasks.knowledge.embedding_cache import EmbeddingCache
 from tests.unit.test_adapters_registry import adapter_folder, register
@@ -128,16 +128,20 @@ def test_a_locked_cache_is_not_mistaken_for_a_corrupt_one(tmp_path) -> None:
 # Retrain: compare-and-swap and resuming an undecided challenger -------------------------------------------
 
 def report(version: str | None, rate: float) -> EvalReport:
-    stats = CheckStats(passed=int(rate * 10), n=10, pass_rate=rate, ci_low=0.0, ci_high=1.0)
+    """Ten cases c0..c9 of which the first rate*10 pass json_format (the same ids for every model: paired)."""
+    cases = [CaseResult(case_id=f"c{i}", question="q", origin="golden", gold_docs=[], retrieved=[], answer=None,
+                        sources=[], format_ok=True, raw="",
+                        checks={"json_format": CheckOutcome(passed=i < round(rate * 10))}, latency_ms=1.0)
+             for i in range(10)]
     return EvalReport(suite="s", adapter_version=version, started_at="now", seconds=1.0,
-                      checks={"json_format": stats}, cases=[])
+                      checks=check_stats(cases), cases=cases)
 
 
 def test_retrain_promotion_loses_cas_when_the_champion_moved(cfg, store, tmp_path) -> None:
     first = register(cfg, store, adapter_folder(tmp_path, b"one"))
     challenger = register(cfg, store, adapter_folder(tmp_path, b"two"))
     adapters.promote(cfg, first.version, "champion", store=store)
-    decision = decide({"json_format": 1.0}, {"json_format": 0.5}, [], 0.05)
+    decision = decide(report("two", 1.0).cases, report("one", 0.5).cases, [], 0.05)  # 5 fixed: p = 1/32
     assert decision.promote
     adapters.rollback(cfg, store=store)  # a manual rollback lands while the retrain evaluated
     final = retrain.apply_decision(cfg, challenger, report(challenger.version, 1.0), decision, first.version)
@@ -153,16 +157,19 @@ def test_retrain_decides_an_undecided_challenger_instead_of_training(cfg, store,
     data = SimpleNamespace(train=[1, 2, 3], validation=[1], fingerprint="f" * 64, origins={}, augmented={},
                            counts={"train": 3, "validation": 1, "rejected": 0})
     monkeypatch.setattr(retrain, "build_data", lambda settings, include: data)
-    monkeypatch.setattr(retrain, "load_held_out_suite", lambda settings, path: object())
+    monkeypatch.setattr(retrain, "load_held_out_suite", lambda settings, path: Suite(name="s"))
     monkeypatch.setattr(retrain, "make_retriever", lambda settings: None)
     monkeypatch.setattr(retrain, "train_challenger", lambda *a: pytest.fail("trained again"))
     monkeypatch.setattr(retrain, "evaluate", lambda settings, suite, version, retrieve, reporter:
                         report(version, 1.0 if version else 0.5))
+    snapshots: list[object] = []
+    monkeypatch.setattr(retrain, "save_replay_snapshot", lambda settings, data: snapshots.append(data))
     stages: list[str] = []
     reporter = SimpleNamespace(stage=stages.append, progress=lambda *a, **k: None)
     outcome = retrain._retrain(cfg, retrain.RetrainRequest(), retrain.direct, reporter)
     assert outcome.version == pending.version and outcome.promoted and not outcome.skipped
     assert any("resuming undecided challenger" in s for s in stages)
+    assert snapshots == [data]  # a resumed challenger's training data is kept for replay too
     assert adapters.champion_version(cfg, store) == pending.version
     assert adapters.show(cfg, pending.version, store).decision["promote"] is True
     # decided now: the next run on the same data skips (nothing new), it does not pick it up again

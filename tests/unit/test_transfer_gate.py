@@ -10,15 +10,16 @@ import pytest
 import yaml
 
 from hybridops.tasks.behaviour import adapters, retrain, transfer
-from hybridops.tasks.behaviour.promotion import decide
+from hybridops.tasks.behaviour.promotion import RegressionCase, decide
 from hybridops.tasks.behaviour.retrain import RetrainOutcome, decision_markdown, transfer_rows
-from hybridops.tasks.behaviour.suite import load_suite
+from hybridops.tasks.behaviour.suite import Suite, load_suite
 from hybridops.tasks.behaviour.transfer import load_transfer_suite, prepare_transfer_index, transfer_settings
 from hybridops.tasks.core.errors import BadInputError
 from hybridops.tasks.core.object_store import FolderStore, landing_zone
 from hybridops.tasks.core.settings import Settings
 from hybridops.tasks.knowledge.landing import landed_doc_ids
 from tests.unit.test_adapters_registry import adapter_folder, register
+from tests.unit.test_behaviour_stats import result
 from tests.unit.test_state_repair import report
 
 REPO = Path(__file__).resolve().parents[2]
@@ -105,19 +106,47 @@ def test_the_small_ci_suite_is_a_verbatim_subset_of_the_shipped_one() -> None:
 
 
 def test_the_outcome_shows_out_of_domain_rates_in_json_and_markdown() -> None:
-    rates = {"json_format": 1.0, "sources_valid": 0.9}
-    transfer_rates = {"json_format": 0.8, "cites_gold": 0.4}
-    decision = decide(rates, {"json_format": 0.1, "sources_valid": 0.2}, ["json_format"], 0.05,
-                      transfer_challenger=transfer_rates, transfer_champion={"json_format": 0.2, "cites_gold": 0.6})
+    def cases(prefix: str, **passing: int) -> list:
+        return [result(f"{prefix}{i}", {check: i < k for check, k in passing.items()}) for i in range(10)]
+
+    challenger, champion = cases("c", json_format=10, sources_valid=9), cases("c", json_format=1, sources_valid=2)
+    new, old = cases("t", json_format=8, cites_gold=4), cases("t", json_format=2, cites_gold=6)
+    decision = decide(challenger, champion, ["json_format"], 0.05, new, old)
+    rates, transfer_rates = {"json_format": 1.0, "sources_valid": 0.9}, {"json_format": 0.8, "cites_gold": 0.4}
     outcome = RetrainOutcome(version="v1", promoted=decision.promote, reason=decision.reason, challenger=rates,
                              transfer_challenger=transfer_rates, transfer_champion={"json_format": 0.2},
                              decision=decision)
     shown = outcome.cli_dict()
     assert shown["transfer_challenger"] == transfer_rates and shown["transfer_champion"] == {"json_format": 0.2}
-    assert [r["verdict"] for r in transfer_rows(outcome)] == ["worse", "improved"]
+    assert [r["verdict"] for r in transfer_rows(outcome)] == ["worse", "higher"]
+    assert [(r["b"], r["c"], r["n"], r["p_worse"]) for r in transfer_rows(outcome)] == [(2, 0, 10, 0.25),
+                                                                                        (0, 6, 10, 1.0)]
     markdown = decision_markdown(outcome)
-    assert "out-of-domain (transfer suite)" in markdown and "| cites_gold | 0.4 | 0.6 | -0.2 |" in markdown
+    assert "out-of-domain (transfer suite)" in markdown
+    assert "| cites_gold | 0.4 | 0.6 | -0.2 | 2 | 0 | 10 | 1.0 | 1.0 | 0.25 | 0.5 | False | worse |  | t4, t5 |" \
+        in markdown
+    assert "| json_format | 1.0 | 0.1 | 0.9 | 0 | 9 | 10 | 0.002 | 0.002 | 1.0 | 1.0 | True | improved |" in markdown
     assert markdown.index("in-domain") < markdown.index("out-of-domain (transfer suite)")
+    assert "**MDD: 5 cases = 0.50 of the suite, all in one direction (10 paired cases, 1 test, alpha 0.05)**" \
+        in markdown
+    assert "**Regression set:** empty" in markdown
+    assert "- cites_gold broken (out-of-domain): t4, t5" in markdown  # the cases behind the rejection
+
+
+def test_the_markdown_names_the_cases_behind_a_promotion_and_the_regression_set() -> None:
+    champion = [result(f"c{i}", {"json_format": i == 0}) for i in range(8)]
+    challenger = [result(f"c{i}", {"json_format": True}) for i in range(8)]
+    kept = [result("correction:1", {"json_format": True})]
+    decision = decide(challenger, champion, ["json_format"], 0.05,
+                      regression=[RegressionCase(case_id="c0", checks=["json_format"], origin="fixed"),
+                                  RegressionCase(case_id="correction:1", checks=["json_format"], origin="correction")],
+                      regression_challenger=kept, regression_champion=[result("correction:1", {"json_format": False})])
+    assert decision.promote, decision.reason
+    markdown = decision_markdown(RetrainOutcome(version="v2", promoted=True, reason=decision.reason,
+                                                decision=decision))
+    assert "- json_format fixed: c1, c2, c3, c4, c5, c6, c7" in markdown
+    assert ("**Regression set:** holds: 2 cases (1 fixed by earlier promotions, 1 human corrections); challenger "
+            "fails 0: none; champion fails 1: correction:1 (json_format)") in markdown
 
 
 def test_a_resumed_challenger_is_judged_out_of_domain_too_with_user_models_and_side_retrieval(
@@ -135,11 +164,12 @@ def test_a_resumed_challenger_is_judged_out_of_domain_too_with_user_models_and_s
     examples = SimpleNamespace(fingerprint="f" * 64, train=[1, 2, 3], validation=[1], origins={}, augmented={},
                                counts={"rejected": 0, "train": 3, "validation": 1})
     stubs = {
-        "build_data": lambda settings, include: examples, "load_held_out_suite": lambda settings, path: object(),
+        "build_data": lambda settings, include: examples, "load_held_out_suite": lambda settings, path: Suite(name="s"),
         "make_retriever": lambda settings: f"search {settings.namespace}",
         "train_challenger": lambda *a: pytest.fail("the undecided challenger must be decided, not retrained"),
         "prepare_transfer_index": transfer_settings,  # no Weaviate here
         "evaluate": evaluate,
+        "save_replay_snapshot": lambda settings, data: None,
     }
     for name, stub in stubs.items():
         monkeypatch.setattr(retrain, name, stub)
@@ -148,7 +178,8 @@ def test_a_resumed_challenger_is_judged_out_of_domain_too_with_user_models_and_s
 
     outcome = retrain._retrain(cfg, retrain.RetrainRequest(), retrain.direct, reporter)
     assert outcome.version == pending.version and not outcome.promoted
-    assert outcome.reason == "challenger transfers worse on json_format 0.80->0.20 (out-of-domain)"
+    assert outcome.reason == ("challenger transfers worse on json_format 0.80->0.20 (0 fixed, 6 broken, p=0.016; "
+                              "broken: c2, c3, c4, c5 +2 more) (out-of-domain)")
     assert (outcome.challenger, outcome.champion) == ({"json_format": 1.0}, {"json_format": 0.5})
     assert (outcome.transfer_challenger, outcome.transfer_champion) == ({"json_format": 0.2}, {"json_format": 0.8})
     assert evals == [  # models always from the user's settings (store); transfer passages from the side index
