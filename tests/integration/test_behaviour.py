@@ -170,10 +170,13 @@ def test_evaluate_behaviour_flow_records_history_artifacts_and_drift_event(index
          "gold_docs": ["policies/refunds.md"], "expected_keywords": ["45"]},
         {"id": "ceo", "question": "Who is the chief executive of Northwind Outfitters?",
          "gold_docs": ["company/about.md"], "expected_keywords": ["Rosa"]},
+        {"id": "seattle-hours", "question": "What are the Sunday opening hours of the Seattle store?",
+         "gold_docs": ["stores/locations-and-hours.txt"], "expected_keywords": ["10"]},  # never landed here
     ]}))
     state = evaluate_behaviour(EvalParams(suite_path=str(suite), sample=0), return_state=True)
     entry = state.result()
-    assert entry.n == 2 and entry.adapter is None
+    assert entry.n == 3 and entry.adapter is None
+    assert next(c for c in entry.cases if c.case_id == "seattle-hours").gap == "missing_document"
     [recorded] = load_history(cfg)
     assert recorded.run_id == entry.run_id and recorded.checks == entry.checks
 
@@ -182,21 +185,30 @@ def test_evaluate_behaviour_flow_records_history_artifacts_and_drift_event(index
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
         kinds = {a.type for a in artifacts}
         assert {"table", "markdown", "progress"} <= kinds
-        trend = next(a.data for a in artifacts if a.type == "markdown")
-        assert "json_format" in trend and "trend" in trend
+        markdown = {a.key.rsplit("-", 1)[-1]: a.data for a in artifacts if a.type == "markdown"}
+        assert "json_format" in markdown["trend"] and "trend" in markdown["trend"]
+        assert "| missing_document | 1 | seattle-hours | stores/locations-and-hours.txt | land " in markdown["routes"]
+
+        def read(name: str, resource: str) -> list:
+            for _ in range(30):  # events are delivered asynchronously
+                found = client.read_events(filter=EventFilter(
+                    event=EventNameFilter(name=[name]),
+                    resource=EventResourceFilter(id=[f"hybridops.{cfg.namespace}.{resource}"]),
+                ), limit=50).events  # the client default (100) exceeds the server maximum
+                if found:
+                    return found
+                time.sleep(1)
+            return []
+
+        [gap] = read("hybridops.knowledge.gap", "knowledge")
+        assert gap.payload["case_id"] == "seattle-hours" and gap.payload["route"] == "missing_document"
+        assert [d["status"] for d in gap.payload["documents"]] == ["never_landed"]
+        assert "land stores/locations-and-hours.txt" in gap.payload["action"]
 
         if entry.checks["json_format"].pass_rate >= cfg.pass_rate_floor:
             pytest.skip("the base model followed the house format here; no drift event to check")
         assert entry.drift.drift and "json_format" in entry.drift.drifted
-        events = []
-        for _ in range(30):  # events are delivered asynchronously
-            events = client.read_events(filter=EventFilter(
-                event=EventNameFilter(name=["hybridops.behaviour.drift"]),
-                resource=EventResourceFilter(id=[f"hybridops.{cfg.namespace}.behaviour"]),
-            ), limit=50).events  # the client default (100) exceeds the server maximum
-            if events:
-                break
-            time.sleep(1)
+        events = read("hybridops.behaviour.drift", "behaviour")
         assert events, "no hybridops.behaviour.drift event reached the server"
         payload = events[0].payload
         assert "json_format" in payload["checks"] and payload["n"] == entry.drift.n

@@ -37,6 +37,11 @@ def test_s3_store_matches_folder_semantics(s3_settings: Settings) -> None:
     assert set(infos) == set(KEYS)
     assert all(store.get(k) == k.encode() for k in KEYS)
     assert store.exists(KEYS[1]) and not store.exists("missing.md")
+    assert all(store.info(k) == infos[k] for k in KEYS)  # one key's entry, as the listing gives it
+    store.put("plain.txt.bak", b"a longer key with the same start")
+    assert store.info("plain.txt") == infos["plain.txt"] and store.info("plain") is None
+    assert store.info("with space") is None and store.info("missing.md") is None
+    store.delete("plain.txt.bak")
     before = infos[KEYS[0]].version
     store.put(KEYS[0], b"changed")
     assert {i.key: i for i in store.list()}[KEYS[0]].version != before
