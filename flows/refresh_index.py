@@ -3,8 +3,12 @@
 The story takes the namespace's index lock (the same one `hybridops refresh` takes), so two refreshes never
 overlap whoever starts them. Here each step is a Prefect task with transient-only retries, each batch of
 documents is its own task (on Dask when the deployment runs with a DaskTaskRunner), progress goes to
-progress artifacts, and a landing that arrived during the run is announced again. Then: a markdown
+progress artifacts, and a landing that arrived during a full run is announced again. Then: a markdown
 artifact and the hybridops.index.refreshed event.
+
+A landing event starts a targeted run (params.targeted: only the change feed's keys); the schedule the full
+reconcile. A targeted run never re-announces: that lists the whole landing zone, and a change arriving
+meanwhile has its own feed entry and event.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ def submit_batches(settings: Settings, target: Target, batches: list[list[WorkIt
 def refresh_index(params: RefreshParams = RefreshParams()) -> RefreshReport:
     """Reconcile the index with the landing zone; never two at once per namespace (the index lock)."""
     settings = load_settings()
-    try:
+    try:  # the story calls follow_up for a full run only
         report = refresh(settings, params, step=prefect_step, reporter=PrefectReporter(),
                          batch_runner=submit_batches, follow_up=lambda before: announce_follow_up(settings, before))
     except MassDeletionBlocked as blocked:  # nothing was written: say so in the UI, then fail the run (red)
@@ -67,12 +71,15 @@ def blocked_markdown(blocked: MassDeletionBlocked) -> str:
     """The artifact of a blocked run: what would have gone and how to confirm."""
     d = blocked.details
     examples = "".join(f"- `{doc_id}`\n" for doc_id in d.get("examples", []))
+    targeted = d.get("mode") == "targeted"  # it counts the live index in chunk objects, not documents
+    live = f"{d.get('live_objects')} chunk objects" if targeted else d.get("live_documents")
+    params = "params.allow_mass_delete=true" + (", params.targeted=true" if targeted else "")
     return (f"# {d.get('mode', 'refresh')} blocked: mass deletion\n\nNothing was changed. {d.get('reason', '')}.\n\n"
-            f"| live documents | would be removed | landed | allowed share |\n|---|---|---|---|\n"
-            f"| {d.get('live_documents')} | {d.get('would_remove')} | {d.get('landed')} | "
+            f"| live index | would be removed | landed | allowed share |\n|---|---|---|---|\n"
+            f"| {live} | {d.get('would_remove')} | {d.get('landed')} | "
             f"{d.get('max_share', 0):.0%} (when more than {d.get('min_docs')} documents) |\n\n"
             f"Landing zone: `{d.get('landing')}`. If it is right, confirm: run this flow again with "
-            f"`params.allow_mass_delete=true`, or `{d.get('command', 'hybridops refresh --allow-mass-delete')}`.\n\n"
+            f"`{params}`, or `{d.get('command', 'hybridops refresh --allow-mass-delete')}`.\n\n"
             + (f"Some of the documents that would go:\n\n{examples}" if examples else ""))
 
 

@@ -57,18 +57,27 @@ def land_command(
 @app.command("refresh")
 def refresh_command(
     full: bool = typer.Option(False, "--full", help="Build a new index generation; flip the alias if it passes."),
+    targeted: bool = typer.Option(False, "--targeted", help="Apply only what the landing change feed holds (and "
+                                  "--key), not the whole landing zone; nothing pending is a quick no-op."),
+    keys: list[str] = typer.Option(None, "--key", help="With --targeted: also plan this landing key; repeatable."),
     verify: bool = typer.Option(False, "--verify", help="Deep-check every object against the landing zone and repair."),
     allow_mass_delete: bool = typer.Option(
         False, "--allow-mass-delete", help="Confirm removing more than refresh_max_delete_share of the live index."),
     json_output: bool = JSON_OPTION,
 ) -> None:
-    """Reconcile the index with the landing zone (embedding only changed chunks)."""
+    """Reconcile the index with the landing zone (embedding only changed chunks); --targeted: only the changed keys."""
     from hybridops.flows.cli.progress import rich_reporter
     from hybridops.flows.orchestration.events import from_the_cli, mass_delete_blocked
+    from hybridops.tasks.core.errors import BadInputError
     from hybridops.tasks.knowledge.refresh import MassDeletionBlocked, RefreshRequest, refresh
 
     cfg = settings()
-    request = RefreshRequest(full=full, verify=verify, allow_mass_delete=allow_mass_delete)
+    if full and targeted:
+        raise BadInputError("--full rebuilds from the whole landing zone: it cannot be --targeted")
+    if keys and not targeted:
+        raise BadInputError("--key names keys for a targeted refresh: add --targeted")
+    request = RefreshRequest(full=full, targeted=targeted, extra_keys=keys or [], verify=verify,
+                             allow_mass_delete=allow_mass_delete)
     try:
         with rich_reporter(transient=json_output) as reporter:  # the same story the refresh-index flow runs
             report = refresh(cfg, request, reporter=reporter)
@@ -99,6 +108,12 @@ def _print_refresh(data: dict[str, Any]) -> None:
         + f"; chunks embedded {chunks['embedded']}, reused {chunks['reused']}, deleted {chunks['deleted']}, "
         f"total {chunks['total']} in {data['duration_s']:.1f}s"
     )
+    if data["mode"] == "targeted":
+        planned = data["planned_keys"]
+        listed = ", ".join(planned[:5]) + (" ..." if len(planned) > 5 else "")
+        console.print(f"  targeted: {len(planned)} keys planned ({listed})" if planned
+                      else "  targeted: nothing pending", highlight=False)
+    console.print(f"  change feed: {len(data['feed_consumed'])} entries consumed", highlight=False)
     for q in data["quarantined"]:
         console.print(f"  [yellow]quarantined[/] {q['doc_id']}: {'; '.join(q['reasons'])}")
     if data.get("verify"):

@@ -2,8 +2,8 @@
 
 | deployment          | started by                                                   |
 | ------------------- | ------------------------------------------------------------ |
-| watch-landing       | interval schedule (each run polls for that long) + `serve`  |
-| refresh-index       | `hybridops.landing.changed` event + interval safety net     |
+| watch-landing       | interval schedule (each run watches for that long) + `serve`|
+| refresh-index       | `hybridops.landing.changed` event (targeted) + interval (full reconcile) |
 | evaluate-behaviour  | daily cron                                                   |
 | retrain-adapter     | `hybridops.behaviour.drift` event + weekly cron (skips when nothing to do) |
 | rebuild-index       | manual                                                       |
@@ -12,10 +12,12 @@
 Deployment names carry the namespace (`<namespace>-refresh-index`), so several hybridops instances can
 share one Prefect server; events match on this namespace's resource ids (`hybridops.<namespace>.landing`).
 
-Bursts of landings: the watcher coalesces each poll into one event, and the trigger fires on every event
-(no throttle window, so nothing is dropped); overlapping refreshes queue on the namespace's index lock,
-each picking up everything landed before it starts; a refresh that sees the landing zone move while it
-ran announces a follow-up. So a burst never starts a run per file and never loses its last change.
+Bursts of landings: every notifier records the changed keys in the landing change feed before it emits
+the event (tasks/knowledge/change_feed.py), and the trigger fires on every event (no throttle window, so
+nothing is dropped) with `params.targeted=true`: a targeted run plans only the keys pending in the feed.
+Overlapping runs queue on the namespace's index lock; the first to get it applies everything pending, the
+others find nothing and end at once. A lost event or a crashed run leaves its entries pending for the next
+run, and the interval schedule is the full reconcile, which also repairs whatever no notifier saw.
 """
 
 from __future__ import annotations
@@ -119,16 +121,20 @@ def deployment_specs(settings: Settings) -> list[DeploymentSpec]:
     return [
         DeploymentSpec(
             key="watch-landing", flow_ref="hybridops.flows.watch_landing:watch_landing", loop=KNOWLEDGE, started_by="schedule",
-            description="Polls the landing zone (folder or S3) with a persisted cursor and emits one "
-            "hybridops.landing.changed event per poll that saw new, updated or removed documents.",
+            description="Watches the landing zone (filesystem notifications for a folder, plus a fallback listing "
+            "every watch_fallback_seconds; an S3 zone gets only that listing, its notifications reach the webhook) "
+            "and emits one hybridops.landing.changed event per change set, its keys recorded in the change feed "
+            "first.",
             interval_minutes="watch_run_minutes",
         ),
         DeploymentSpec(
             key="refresh-index", flow_ref="hybridops.flows.refresh_index:refresh_index", loop=KNOWLEDGE, started_by="event",
             description="Reconciles the Weaviate index with the landing zone: validates documents against the "
             "GX contract (bad ones quarantined), re-embeds only changed chunks, deletes vanished ones. Started by "
-            "hybridops.landing.changed; the interval schedule is a safety net.",
+            "hybridops.landing.changed as a targeted run (only the keys in the landing change feed); the interval "
+            "schedule runs the full reconcile.",
             interval_minutes="refresh_interval_minutes", event=LANDING_CHANGED, resource="landing",
+            trigger_parameters={"params": {"targeted": True}},
         ),
         DeploymentSpec(
             key="evaluate-behaviour", flow_ref="hybridops.flows.evaluate_behaviour:evaluate_behaviour", loop=BEHAVIOUR,

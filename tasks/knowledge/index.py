@@ -29,6 +29,7 @@ CHUNK_NAMESPACE = uuid.UUID("8f0d3f8e-5b8a-4f55-9a55-6c1f2f0b9d17")
 DELETE_BATCH = 2_000  # ids per delete_many filter
 ID_BATCH = 500  # ids per fetch-by-id query
 DOC_BATCH = 100  # document ids per doc_id filter
+RECORD_DOC_GROUP = 20  # document ids per records_of_docs query (2_000 objects a page: 100 chunks a document)
 ITERATOR_PAGE = 2_000  # objects per cursor page
 WRITE_BATCH = 256
 
@@ -287,27 +288,36 @@ def count_objects(collection) -> int:
     return int(collection.aggregate.over_all(total_count=True).total_count or 0)
 
 
+def _record(uuid_: str, p: dict[str, Any], with_text: bool = False) -> ChunkRecord:
+    """A chunk object's self-description from its properties (a missing one reads as empty)."""
+    return ChunkRecord(
+        uuid=uuid_,
+        text=p.get("text") if with_text else None,
+        **{f: (p.get(f) if p.get(f) is not None else (0 if f in {"chunk_index", "chunk_count"} else ""))
+           for f in RECORD_FIELDS},
+    )
+
+
 def iter_records(collection, with_text: bool = False) -> Iterator[ChunkRecord]:
     """Every chunk object's self-description, by cursor (no vectors)."""
     props = RECORD_FIELDS + (["text"] if with_text else [])
     for obj in collection.iterator(return_properties=props, cache_size=ITERATOR_PAGE):
-        p = obj.properties
-        yield ChunkRecord(
-            uuid=str(obj.uuid),
-            text=p.get("text") if with_text else None,
-            **{f: (p.get(f) if p.get(f) is not None else (0 if f in {"chunk_index", "chunk_count"} else ""))
-               for f in RECORD_FIELDS},
-        )
+        yield _record(str(obj.uuid), obj.properties, with_text)
+
+
+def _by_document(records: Iterable[ChunkRecord]) -> dict[str, list[ChunkRecord]]:
+    """Records grouped by document id, each document's in chunk order."""
+    state: dict[str, list[ChunkRecord]] = {}
+    for record in records:
+        state.setdefault(record.doc_id, []).append(record)
+    for found in state.values():
+        found.sort(key=lambda r: (r.chunk_index, r.uuid))
+    return state
 
 
 def read_index_state(collection, with_text: bool = False) -> dict[str, list[ChunkRecord]]:
     """Indexed chunks grouped by document id: the truth the refresh diffs against."""
-    state: dict[str, list[ChunkRecord]] = {}
-    for record in iter_records(collection, with_text=with_text):
-        state.setdefault(record.doc_id, []).append(record)
-    for records in state.values():
-        records.sort(key=lambda r: (r.chunk_index, r.uuid))
-    return state
+    return _by_document(iter_records(collection, with_text=with_text))
 
 
 def fetch_vectors(collection, uuids: Sequence[str]) -> dict[str, np.ndarray]:
@@ -360,6 +370,18 @@ def objects_of_docs(collection, doc_ids: Iterable[str]) -> list[tuple[str, dict[
         found += [(str(o.uuid), dict(o.properties)) for o in collection.iterator(cache_size=ITERATOR_PAGE)
                   if o.properties.get("doc_id") in overflow]
     return found
+
+
+def records_of_docs(collection, doc_ids: Iterable[str]) -> dict[str, list[ChunkRecord]]:
+    """read_index_state for just these documents (a targeted refresh: the cost follows the change, not the
+    corpus). Asked RECORD_DOC_GROUP documents at a time, so a group of long documents still fits one page
+    of objects_of_docs (a full page would fall back to a cursor over the whole collection)."""
+    wanted = sorted(set(doc_ids))
+    found: list[ChunkRecord] = []
+    for start in range(0, len(wanted), RECORD_DOC_GROUP):
+        group = wanted[start : start + RECORD_DOC_GROUP]
+        found += [_record(uuid_, p) for uuid_, p in objects_of_docs(collection, group)]
+    return _by_document(found)
 
 
 def upsert_chunks(collection, objects: Iterable[ChunkObject], batch_size: int = WRITE_BATCH) -> int:

@@ -18,7 +18,7 @@ from hybridops.tasks.core.contracts import ContractError
 from hybridops.tasks.core.errors import is_transient
 from hybridops.tasks.core.object_store import ObjectStore, artifact_store, landing_zone
 from hybridops.tasks.core.quarantine import prune as prune_quarantine
-from hybridops.tasks.core.quarantine import held_entry, hold_by_reference, quarantine
+from hybridops.tasks.core.quarantine import held_entry, hold_by_reference, quarantine, release
 from hybridops.tasks.core.settings import Settings
 from hybridops.tasks.core.weaviate_connection import weaviate_session
 from hybridops.tasks.knowledge.chunking import chunk_document
@@ -60,7 +60,13 @@ from hybridops.tasks.knowledge.refresh_plan import (
     source_hash,
     summarize,
 )
-from hybridops.tasks.knowledge.refresh_report import GateResult, Quarantined, RefreshReport
+from hybridops.tasks.knowledge.refresh_report import (
+    ChunkCounts,
+    DocumentCounts,
+    GateResult,
+    Quarantined,
+    RefreshReport,
+)
 
 # Reason codes of documents held because handling them raised (the contract's own codes are in its suite).
 UNREADABLE = "unreadable"
@@ -336,9 +342,27 @@ def finish_refresh(
     deleted_chunks: int, duration_s: float, gate: GateResult | None = None, flipped: bool = False,
     pruned: list[str] | None = None,
 ) -> RefreshReport:
-    """Sync the quarantine area with what this run held, count the target generation, report."""
+    """Sync the quarantine area with what this run held, count the target generation, report.
+
+    A targeted run saw only its keys: it releases those of them it did not hold, and leaves the rest alone."""
     held = {q.doc_id for r in results for q in r.quarantined}
-    prune_quarantine(store, "documents", keep=held)  # passed or vanished documents are no longer held
+    if plan.scope is None:
+        prune_quarantine(store, "documents", keep=held)  # passed or vanished documents are no longer held
+    else:
+        for doc_id in set(plan.scope) - held:
+            release(store, "documents", doc_id)
     total = count_objects(client.collections.use(plan.target.generation.name))
     live = next((g.name for g in list_generations(client, settings) if g.live), None)
     return summarize(plan, results, deleted_chunks, total, duration_s, flipped, gate, pruned or [], live)
+
+
+def nothing_pending(settings: Settings, client, duration_s: float) -> RefreshReport:
+    """The report of a targeted run that found no document key pending: an earlier run applied it (N events
+    during one refresh start N runs; the first applies everything, the rest end here, quickly)."""
+    live = next((g for g in list_generations(client, settings) if g.live), None)
+    total = count_objects(client.collections.use(live.name)) if live else 0
+    return RefreshReport(
+        documents=DocumentCounts(), chunks=ChunkCounts(total=total), collection=live.name if live else "",
+        duration_s=round(duration_s, 3), generation=live.number if live else 0, mode="targeted",
+        reason="nothing pending", live_collection=live.name if live else None,
+    )

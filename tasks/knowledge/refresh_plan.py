@@ -3,13 +3,17 @@
 No I/O here: the plan is computed from the landing listing and the index's own state (every chunk object
 carries its document id, position and the hashes of its source bytes, text and metadata), so it can be
 unit-tested and re-derived after a crash. refresh_apply.py does the reads and writes.
+
+A full reconcile plans from the whole listing and the whole index state; a targeted one (the change feed's
+keys) from just those keys' listing entries and index records. Both go through the same `_reconcile`, so a
+targeted plan is the full plan restricted to its keys (tests/unit/test_refresh_plan.py holds them to it).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -18,11 +22,13 @@ from hybridops.tasks.core.object_store import ObjectInfo
 from hybridops.tasks.knowledge.documents import Document
 from hybridops.tasks.knowledge.embedding_cache import text_hash
 from hybridops.tasks.knowledge.index import ChunkRecord, chunk_uuid
+from hybridops.tasks.knowledge.landing import is_document_key
 from hybridops.tasks.knowledge.rebuild import Target
 from hybridops.tasks.knowledge.refresh_report import (
     ChunkCounts,
     DocumentCounts,
     GateResult,
+    Mode,
     Quarantined,
     RefreshReport,
     VerifyFindings,
@@ -53,9 +59,13 @@ class RefreshPlan(BaseModel):
     deletions: dict[str, int] = Field(description="Indexed doc id -> chunk objects, for ids no longer landed.")
     deep: bool
     landed: int
-    live_documents: int = Field(0, description="Documents the live generation holds (0: nothing is live yet).")
+    live_documents: int | None = Field(0, description="Documents the live generation holds (0: nothing is live "
+                                       "yet; None: not counted, a targeted plan measures live_objects instead).")
     live_losses: list[str] = Field(default_factory=list, description="Documents of the live generation this run "
                                    "would remove: deleted in place, or missing from the rebuilt generation.")
+    live_objects: int = Field(0, description="Chunk objects of the live generation (a targeted plan's guard: one "
+                              "aggregate, where counting its documents would read every object).")
+    scope: list[str] | None = Field(None, description="The landing keys a targeted plan covers (None: all of them).")
 
     def batches(self, size: int) -> Iterator[list[WorkItem]]:
         for start in range(0, len(self.work), size):
@@ -97,14 +107,10 @@ def is_complete(doc_id: str, records: list[ChunkRecord], chunking: str, model_id
     return True
 
 
-def plan_refresh(
-    landed: list[ObjectInfo], state: dict[str, list[ChunkRecord]], target: Target, deep: bool,
-    live_ids: set[str] | None = None,
-) -> RefreshPlan:
-    """Split landed documents into certainly-unchanged ones and work items; indexed ids not landed are deleted.
-
-    live_ids: the live generation's document ids when the target is a rebuild (an incremental run's target
-    is the live generation, so its state is used)."""
+def _reconcile(
+    landed: Iterable[ObjectInfo], state: dict[str, list[ChunkRecord]], target: Target, deep: bool,
+) -> tuple[list[WorkItem], list[str], dict[str, int], set[str]]:
+    """(work, unchanged, deletions, landed ids): the decisions every plan makes from listing + index state."""
     model_id = target.generation.embedding_model
     work: list[WorkItem] = []
     unchanged: list[str] = []
@@ -118,12 +124,64 @@ def plan_refresh(
         else:
             work.append(WorkItem(doc_id=info.key, size=info.size, version=info.version, indexed=records))
     deletions = {doc_id: len(records) for doc_id, records in state.items() if doc_id not in landed_ids}
+    return work, unchanged, deletions, landed_ids
+
+
+def plan_refresh(
+    landed: list[ObjectInfo], state: dict[str, list[ChunkRecord]], target: Target, deep: bool,
+    live_ids: set[str] | None = None,
+) -> RefreshPlan:
+    """Split landed documents into certainly-unchanged ones and work items; indexed ids not landed are deleted.
+
+    live_ids: the live generation's document ids when the target is a rebuild (an incremental run's target
+    is the live generation, so its state is used)."""
+    work, unchanged, deletions, landed_ids = _reconcile(landed, state, target, deep)
     if not target.rebuild:
         live_ids = set(state)
     live_ids = live_ids if target.live is not None and live_ids else set()
     return RefreshPlan(target=target, work=work, unchanged=unchanged, deletions=deletions, deep=deep,
                        landed=len(landed), live_documents=len(live_ids),
                        live_losses=sorted(live_ids - landed_ids))
+
+
+def targeted_scope(*key_sets: Iterable[str]) -> list[str]:
+    """The document keys among these (sorted, once each): the training area is never planned."""
+    return sorted({key for keys in key_sets for key in keys if is_document_key(key)})
+
+
+def plan_targeted(
+    keys: Iterable[str], landed: Iterable[ObjectInfo], state: dict[str, list[ChunkRecord]], target: Target,
+    deep: bool, live_objects: int = 0,
+) -> RefreshPlan:
+    """The plan of just these landing keys: `landed` holds the listing entries of those present, `state` the
+    index records of those indexed (anything outside the keys is ignored, so the full listing and state give
+    the same plan). A key present is compared with its records; one absent but indexed is a deletion; one
+    neither landed nor indexed is nothing to do. Only the live generation is ever targeted."""
+    if target.rebuild:
+        raise ValueError("a rebuild plans the whole landing zone; it is never targeted")
+    scope = targeted_scope(keys)
+    wanted = set(scope)
+    work, unchanged, deletions, _ = _reconcile([i for i in landed if i.key in wanted],
+                                               {d: r for d, r in state.items() if d in wanted}, target, deep)
+    return RefreshPlan(target=target, work=work, unchanged=unchanged, deletions=deletions, deep=deep,
+                       landed=len(work) + len(unchanged), live_documents=None, live_objects=live_objects,
+                       live_losses=sorted(deletions), scope=scope)
+
+
+def targeted_mass_deletion(plan: RefreshPlan, max_share: float, min_docs: int) -> str | None:
+    """Why a targeted plan's deletions need a confirmation, or None: like rebuild.mass_deletion, more than
+    `min_docs` documents AND more than `max_share` of the live index, the share measured in chunk objects
+    (the doomed documents' chunks over the live generation's object count: one aggregate, where counting
+    the live documents would read every object, the corpus-sized cost a targeted run exists to avoid)."""
+    losing = len(plan.live_losses)
+    objects = sum(plan.deletions.get(doc_id, 0) for doc_id in plan.live_losses)
+    if losing <= min_docs or plan.live_objects <= 0:
+        return None
+    share = objects / plan.live_objects
+    if share <= max_share:
+        return None
+    return (f"{losing} documents would be removed, {objects} of the live index's {plan.live_objects} chunk objects "
+            f"({share:.0%}), more than the {max_share:.0%} allowed")
 
 
 def expected_records(doc: Document, chunks, data_hash: str, target: Target) -> list[tuple[ChunkRecord, str]]:
@@ -204,8 +262,13 @@ def summarize(
             deleted=deleted_chunks + sum(r.deleted for r in results), total=total,
         ),
         collection=plan.target.generation.name, duration_s=round(duration_s, 3),
-        generation=plan.target.generation.number, mode="rebuild" if plan.target.rebuild else "incremental",
-        reason=plan.target.reason, alias_flipped=flipped, live_collection=live_collection, gate=gate,
-        quarantined=quarantined,
-        verify=verify if plan.deep else None, pruned_generations=pruned,
+        generation=plan.target.generation.number, mode=_mode(plan), reason=plan.target.reason,
+        alias_flipped=flipped, live_collection=live_collection, gate=gate, quarantined=quarantined,
+        verify=verify if plan.deep else None, pruned_generations=pruned, planned_keys=plan.scope or [],
     )
+
+
+def _mode(plan: RefreshPlan) -> Mode:
+    if plan.scope is not None:
+        return "targeted"
+    return "rebuild" if plan.target.rebuild else "incremental"

@@ -6,6 +6,13 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+Mode = Literal["incremental", "rebuild", "targeted"]
+"""incremental: the whole landing zone against the live generation; rebuild: into a new generation;
+targeted: only the keys the landing change feed (or the request) named, against the live generation."""
+
+KEYS_SHOWN = 20
+"""At most this many planned keys are listed in the markdown artifact (the report holds all of them)."""
+
 
 class Quarantined(BaseModel):
     doc_id: str
@@ -62,7 +69,7 @@ class RefreshReport(BaseModel):
     collection: str
     duration_s: float
     generation: int
-    mode: Literal["incremental", "rebuild"]
+    mode: Mode
     reason: str
     alias_flipped: bool = False
     live_collection: str | None = None
@@ -70,6 +77,11 @@ class RefreshReport(BaseModel):
     quarantined: list[Quarantined] = Field(default_factory=list)
     verify: VerifyFindings | None = None
     pruned_generations: list[str] = Field(default_factory=list)
+    planned_keys: list[str] = Field(default_factory=list, description="The landing keys a targeted run planned "
+                                    "(empty for a full reconcile or rebuild: it planned the whole landing zone).")
+    feed_consumed: list[str] = Field(default_factory=list, description="Change-feed entries this run applied and "
+                                     "deleted: a targeted run's planned ones; a full reconcile every one there "
+                                     "when it started (a rebuild only once it went live).")
 
 
 def report_markdown(report: RefreshReport, namespace: str) -> str:
@@ -92,6 +104,7 @@ def report_markdown(report: RefreshReport, namespace: str) -> str:
         f"| chunk objects deleted | {chunks.deleted} |",
         f"| chunk objects in the collection | {chunks.total} |",
     ]
+    lines += ["", _feed_line(report)]
     if report.gate is not None:
         lines += ["", f"**Rebuild gate: {report.gate.status}** - {report.gate.reason}"]
     if report.verify is not None:
@@ -105,6 +118,20 @@ def report_markdown(report: RefreshReport, namespace: str) -> str:
             for q in report.quarantined
         ]
     return "\n".join(lines) + "\n"
+
+
+def _feed_line(report: RefreshReport) -> str:
+    """What the run took from the landing change feed (a targeted run plans nothing else)."""
+    entries = len(report.feed_consumed)
+    if report.mode != "targeted":
+        return f"**Change feed:** {entries} entries consumed" + (" (covered by planning the whole landing zone)"
+                                                                  if entries else "")
+    if not report.planned_keys:
+        return (f"**Targeted:** nothing pending ({entries} entries consumed); an earlier run applied it, or the "
+                f"entries named no documents")
+    shown = ", ".join(f"`{_cell(key)}`" for key in report.planned_keys[:KEYS_SHOWN])
+    more = f" and {len(report.planned_keys) - KEYS_SHOWN} more" if len(report.planned_keys) > KEYS_SHOWN else ""
+    return f"**Targeted:** {len(report.planned_keys)} keys planned ({shown}{more}); {entries} feed entries consumed"
 
 
 def _cell(text: str) -> str:

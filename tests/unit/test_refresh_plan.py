@@ -367,3 +367,184 @@ def test_a_missing_or_unlistable_landing_root_is_an_error_never_an_empty_landing
         FolderStore(tmp_path / "file").check_root()
     FolderStore(tmp_path).check_root()  # an existing (even empty) folder is fine
     assert not (tmp_path / "unmounted").exists()  # nothing was created
+
+
+# the targeted plan (the change feed's keys only) -----------------------------------------------------------
+
+
+def _corpus() -> tuple[list[ObjectInfo], dict[str, list[ChunkRecord]]]:
+    """A landing listing and an index state with every case: current, re-landed, damaged, new, vanished."""
+    state = {
+        "same.md": records("same.md", ["a", "b"]),
+        "edited.md": records("edited.md", ["c"]),
+        "damaged.md": records("damaged.md", ["d", "e"])[:1],  # half written
+        "gone.md": records("gone.md", ["f", "g", "h"]),
+        "also-gone.md": records("also-gone.md", ["i"]),
+        "untouched.md": records("untouched.md", ["j"]),
+    }
+    landed = [ObjectInfo("same.md", 2, "v1"), ObjectInfo("edited.md", 3, "v2"), ObjectInfo("damaged.md", 2, "v1"),
+              ObjectInfo("new.md", 4, "v1"), ObjectInfo("untouched.md", 1, "v1"),
+              ObjectInfo("_training/x.jsonl", 9, "v1")]
+    return landed, state
+
+
+def _restricted(plan, keys: set[str]) -> tuple:
+    return ([w for w in plan.work if w.doc_id in keys], [d for d in plan.unchanged if d in keys],
+            {d: n for d, n in plan.deletions.items() if d in keys})
+
+
+@pytest.mark.parametrize("keys", [
+    {"same.md", "edited.md", "damaged.md", "new.md", "gone.md"},
+    {"edited.md"},
+    {"gone.md", "also-gone.md", "never-there.md"},
+    {"same.md", "untouched.md", "new.md", "gone.md", "edited.md", "damaged.md", "also-gone.md"},
+])
+def test_a_targeted_plan_is_the_full_plan_restricted_to_its_keys(keys):
+    from hybridops.tasks.knowledge.refresh_plan import plan_targeted
+
+    landed, state = _corpus()
+    full = plan_refresh([i for i in landed if not i.key.startswith("_training/")], state, target(), deep=False)
+    # what the targeted path reads: info() of each key (None when absent) and the records of just those docs
+    present = [i for i in landed if i.key in keys]
+    own = {d: r for d, r in state.items() if d in keys}
+    targeted = plan_targeted(keys, present, own, target(), deep=False, live_objects=10)
+    assert (targeted.work, targeted.unchanged, targeted.deletions) == _restricted(full, keys)
+    assert targeted.scope == sorted(keys) and targeted.landed == len(present)
+    assert targeted.live_losses == sorted(targeted.deletions) and targeted.live_documents is None
+    # handed the whole listing and state instead, it still plans only its keys
+    whole = plan_targeted(keys, landed, state, target(), deep=False, live_objects=10)
+    assert whole == targeted
+
+
+def test_a_targeted_plan_deletes_absent_indexed_keys_and_ignores_the_rest():
+    from hybridops.tasks.knowledge.refresh_plan import plan_targeted
+
+    landed, state = _corpus()
+    plan = plan_targeted(["gone.md", "never-there.md", "new.md"], [i for i in landed if i.key == "new.md"],
+                         {"gone.md": state["gone.md"]}, target(), deep=False)
+    assert plan.deletions == {"gone.md": 3} and plan.live_losses == ["gone.md"]
+    assert [w.doc_id for w in plan.work] == ["new.md"] and plan.unchanged == []
+    assert plan.scope == ["gone.md", "never-there.md", "new.md"]  # never there: planned, nothing to do
+
+
+def test_a_targeted_plan_never_plans_the_training_area_and_a_rebuild_is_never_targeted():
+    from hybridops.tasks.knowledge.refresh_plan import plan_targeted, targeted_scope
+
+    assert targeted_scope(["b.md", "_training/x.jsonl"], ["a.md", "b.md"]) == ["a.md", "b.md"]
+    training = ObjectInfo("_training/x.jsonl", 9, "v1")
+    plan = plan_targeted(["_training/x.jsonl"], [training], {}, target(), deep=False)
+    assert plan.scope == [] and plan.work == [] and plan.deletions == {}
+    live = target().generation
+    rebuild = Target(generation=live.model_copy(update={"name": "T_Docs_2", "number": 2}), live=live, rebuild=True,
+                     reason="full", chunking=CHUNKING, max_tokens=254)
+    with pytest.raises(ValueError, match="never targeted"):
+        plan_targeted(["a.md"], [], {}, rebuild, deep=False)
+
+
+@pytest.mark.parametrize(
+    ("deleted", "chunks_each", "live_objects", "blocked"),
+    [
+        (10, 10, 100, False),   # all of the index, but not more than 10 documents
+        (11, 1, 100, False),    # 11 documents, 11% of the objects
+        (11, 2, 110, False),    # exactly 20% is not more than it
+        (11, 3, 100, True),     # 33%
+        (30, 1, 100, True),
+        (11, 3, 0, False),      # nothing live
+    ],
+)
+def test_the_targeted_mass_deletion_guard_measures_the_share_in_chunk_objects(deleted, chunks_each, live_objects,
+                                                                             blocked):
+    from hybridops.tasks.core.settings import Settings
+    from hybridops.tasks.knowledge.refresh import MassDeletionBlocked, guard_deletions
+    from hybridops.tasks.knowledge.refresh_plan import plan_targeted, targeted_mass_deletion
+
+    state = {f"d{i}.md": records(f"d{i}.md", [f"t{i}-{j}" for j in range(chunks_each)]) for i in range(deleted)}
+    plan = plan_targeted(list(state), [], state, target(), deep=False, live_objects=live_objects)
+    reason = targeted_mass_deletion(plan, max_share=0.2, min_docs=10)
+    assert (reason is not None) == blocked
+    settings = Settings(refresh_max_delete_share=0.2, refresh_mass_delete_min_docs=10)
+    if not blocked:
+        guard_deletions(settings, plan, allowed=False)
+        return
+    assert f"{deleted * chunks_each} of the live index's {live_objects} chunk objects" in reason
+    with pytest.raises(MassDeletionBlocked) as raised:
+        guard_deletions(settings, plan, allowed=False)
+    details = raised.value.details
+    assert details["mode"] == "targeted" and details["would_remove"] == deleted
+    assert details["live_objects"] == live_objects and details["would_remove_objects"] == deleted * chunks_each
+    assert "--targeted --allow-mass-delete" in details["command"]
+    guard_deletions(settings, plan, allowed=True)  # confirmed
+
+
+def test_a_targeted_report_names_its_keys_and_the_feed_entries_it_consumed():
+    from hybridops.tasks.knowledge.refresh_plan import BatchResult, plan_targeted, summarize
+    from hybridops.tasks.knowledge.refresh_report import report_markdown
+
+    landed, state = _corpus()
+    keys = ["new.md", "gone.md", *[f"k{i}.md" for i in range(25)]]
+    plan = plan_targeted(keys, landed, state, target(), deep=False, live_objects=12)
+    report = summarize(plan, [BatchResult(outcomes={"new.md": "added"})], 3, 12, 0.5, False, None, [], "T_Docs_1")
+    assert report.mode == "targeted" and report.planned_keys == sorted(keys)
+    assert (report.documents.added, report.documents.deleted) == (1, 1)
+    report = report.model_copy(update={"feed_consumed": ["feed/landing/1.json", "feed/landing/2.json"]})
+    md = report_markdown(report, "ns")
+    assert "**Targeted:** 27 keys planned (`gone.md`, `k0.md`" in md and "and 7 more" in md
+    assert "2 feed entries consumed" in md
+    idle = report.model_copy(update={"planned_keys": [], "feed_consumed": []})
+    assert "nothing pending" in report_markdown(idle, "ns")
+    full = summarize(plan_refresh(landed[:1], {}, target(), False), [], 0, 0, 0.1, False, None, [], "T_Docs_1")
+    assert full.mode == "incremental" and full.planned_keys == []
+
+
+def test_which_feed_entries_a_finished_run_consumes():
+    from hybridops.tasks.knowledge.change_feed import PendingChanges
+    from hybridops.tasks.knowledge.refresh import covered_entries
+    from hybridops.tasks.knowledge.refresh_report import ChunkCounts, DocumentCounts, RefreshReport
+
+    feed = PendingChanges(entries=["feed/landing/a.json"], changed_keys=["x.md"], unreadable=["feed/landing/bad.json"])
+
+    def report(mode: str, flipped: bool = False) -> RefreshReport:
+        return RefreshReport(documents=DocumentCounts(), chunks=ChunkCounts(), collection="T_Docs_1", duration_s=0,
+                             generation=1, mode=mode, reason="r", alias_flipped=flipped)
+
+    assert covered_entries(feed, report("targeted")) == ["feed/landing/a.json"]  # unreadable: the reconcile's
+    assert covered_entries(feed, report("incremental")) == ["feed/landing/a.json", "feed/landing/bad.json"]
+    assert covered_entries(feed, report("rebuild", flipped=True)) == ["feed/landing/a.json", "feed/landing/bad.json"]
+    assert covered_entries(feed, report("rebuild", flipped=False)) == []  # not live: nothing applied to live
+
+
+def test_a_refresh_request_is_targeted_or_full_never_both():
+    from hybridops.tasks.knowledge.refresh import RefreshRequest
+
+    assert RefreshRequest(targeted=True, extra_keys=["a.md"]).extra_keys == ["a.md"]
+    with pytest.raises(ValueError, match="never targeted"):
+        RefreshRequest(full=True, targeted=True)
+    with pytest.raises(ValueError, match="targeted"):
+        RefreshRequest(extra_keys=["a.md"])
+
+
+def test_a_landing_event_starts_a_targeted_run_and_the_schedule_a_full_reconcile():
+    from hybridops.flows.orchestration.deployments import spec_for
+    from hybridops.flows.refresh_index import RefreshParams
+    from hybridops.tasks.core.settings import Settings
+
+    cfg = Settings()
+    spec = spec_for(cfg, "refresh-index")
+    (trigger,) = spec.triggers(cfg)
+    assert RefreshParams(**trigger.parameters["params"]).targeted  # what the event-started run gets
+    assert spec.schedules(cfg) and not spec.parameters  # a scheduled run takes the defaults: the full reconcile
+    assert not RefreshParams().targeted
+
+
+def test_flow_parameter_models_survive_prefects_input_resolution():
+    """Prefect resolves a task's pydantic inputs with dict(model): a field named like a mapping method (`keys`)
+    breaks every refresh flow run (TypeError: 'list' object is not callable)."""
+    from prefect.utilities.collections import visit_collection
+
+    from hybridops.tasks.knowledge.change_feed import FeedEntry, PendingChanges
+    from hybridops.tasks.knowledge.refresh import RefreshRequest
+
+    for model in (RefreshRequest(targeted=True, extra_keys=["a.md"]),
+                  PendingChanges(entries=["e"], changed_keys=["a.md"]),
+                  FeedEntry(id="1", changed_keys=["a.md"], source="t", at="now")):
+        assert visit_collection(model, lambda x: x, return_data=True) == model
