@@ -1,14 +1,19 @@
-"""Flow `watch_landing`: poll the landing zone (folder or S3) and announce changes as Prefect events.
+"""Flow `watch_landing`: notice landing-zone changes (folder or S3) and announce them as Prefect events.
 
 Steps: take the namespace's watcher lock (one watcher at a time, held in Weaviate like every namespace lock;
-a newcomer waits for the previous run to hand over, a killed watcher's lease expires) -> poll with a persisted cursor, emitting ONE `hybridops.landing.changed` event per poll that saw
-changes (a burst of files becomes one event) -> table artifact of what was announced.
-refresh-index is triggered by that event; the refresh itself re-checks the landing zone when it ends.
+a newcomer waits for the previous run to hand over, a killed watcher's lease expires) -> watch (watch_mode
+"notify": filesystem notifications for a folder, each change set ONE event, plus a fallback listing at the
+start and every watch_fallback_seconds; an S3 zone gets only that listing, its notifications reach the
+webhook; "poll": list every watch_poll_seconds) -> artifacts: what was announced, and the run's counters
+(events, keys, listings, LIST requests). Every announcement records its keys in the change feed before
+`hybridops.landing.changed` is emitted; refresh-index is triggered by that event.
 """
 
 from __future__ import annotations
 
 from contextlib import ExitStack
+from functools import partial
+from typing import Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
@@ -25,20 +30,32 @@ from hybridops.tasks.knowledge.landing_changes import (
     Snapshot,
     WatchStats,
     diff,
+    publish,
     snapshot,
     watch,
 )
+from hybridops.tasks.knowledge.landing_notifications import BURST_MAX_S, watch_notified
 
 
 class WatchParams(BaseModel):
-    """How long and how often to poll."""
+    """How long to watch, and how."""
 
     run_for_seconds: float | None = Field(
-        None, ge=0, description="Keep polling this long (default: settings.watch_run_minutes); 0 polls once."
+        None, ge=0, description="Keep watching this long (default: settings.watch_run_minutes); 0 lists once."
     )
-    poll_seconds: float | None = Field(None, gt=0, description="Pause between polls (default: settings).")
+    mode: Literal["notify", "poll"] | None = Field(
+        None, description="notify (notifications + fallback listing) or poll (default: settings.watch_mode)."
+    )
+    poll_seconds: float | None = Field(None, gt=0, description="poll mode: pause between polls (default: settings).")
+    fallback_seconds: float | None = Field(
+        None, gt=0, description="notify mode: list this often to catch missed notifications (default: the "
+        "settings' rule, watch_fallback_seconds / watch_s3_lists_per_minute)."
+    )
     settle_seconds: float = Field(
-        0.1, ge=0, description="After a change, wait until the listing is quiet this long, so a burst is one event."
+        0.2, ge=0, description="After a change, wait until the zone is quiet this long, so a burst is one event."
+    )
+    burst_max_seconds: float = Field(
+        BURST_MAX_S, gt=0, description="notify mode: a burst still going on after this long is announced in parts."
     )
     wait_for_slot_seconds: float = Field(
         90, ge=0, description="How long to wait for this namespace's previous watcher to hand over before exiting."
@@ -46,16 +63,18 @@ class WatchParams(BaseModel):
 
 
 def announce(settings: Settings, changes: LandingChanges, reason: str = "landing zone changed") -> None:
-    """Emit one hybridops.landing.changed event for a set of changes (refresh-index is triggered by it)."""
+    """Emit one hybridops.landing.changed event for a set of changes (refresh-index is triggered by it); the
+    caller has recorded its keys in the change feed (landing_changes.publish)."""
     landing_changed(settings, changes.payload() | {"reason": reason})
 
 
 @task(retries=3, retry_delay_seconds=[1, 5, 15], cache_policy=NO_CACHE)
 def announce_follow_up(settings: Settings, before: Snapshot) -> int:
     """If the landing zone moved while a refresh ran, announce it again so a follow-up refresh starts."""
-    changes = diff(before, snapshot(landing_zone(settings)))
+    changes = diff(before, snapshot(landing_zone(settings))).model_copy(update={"source": "follow-up"})
     if changes:
-        announce(settings, changes, reason="changed while a refresh ran: follow-up")
+        publish(artifact_store(settings), changes,
+                lambda c: announce(settings, c, reason="changed while a refresh ran: follow-up"))
     return changes.count
 
 
@@ -71,7 +90,7 @@ def _lateness_s() -> float:
 
 @flow(name="watch_landing", log_prints=True)
 def watch_landing(params: WatchParams = WatchParams()) -> WatchStats:
-    """Poll the landing zone and emit one hybridops.landing.changed event per poll that saw changes."""
+    """Watch the landing zone and emit one hybridops.landing.changed event per change set."""
     settings, logger = load_settings(), get_run_logger()
     run_for = params.run_for_seconds if params.run_for_seconds is not None else settings.watch_run_minutes * 60
     if (late := _lateness_s()) > max(run_for, 60):  # a run missed while nothing served: newer ones cover it
@@ -84,15 +103,35 @@ def watch_landing(params: WatchParams = WatchParams()) -> WatchStats:
             stats = WatchStats(skipped_reason="another watcher holds this namespace's watcher lock")
             logger.info(stats.skipped_reason)
             return stats
-        logger.info("watching %s for %.0f s", settings.landing_uri, run_for)
-        stats = watch(settings, landing_zone(settings), artifact_store(settings),
-                      lambda changes: announce(settings, changes), run_for_s=run_for,
-                      poll_s=params.poll_seconds or settings.watch_poll_seconds,
-                      settle_s=params.settle_seconds, log=logger.info)
-    if stats.announced:
-        create_table_artifact(stats.announced, key=f"{settings.namespace.replace('_', '-')}-landing-changes",
-                              description=f"landing changes announced: {stats.events} events in {stats.polls} polls")
+        mode = params.mode or settings.watch_mode
+        logger.info("watching %s for %.0f s (%s mode)", settings.landing_uri, run_for, mode)
+        landing, store = landing_zone(settings), artifact_store(settings)
+        emit = partial(announce, settings)
+        if mode == "poll":
+            stats = watch(settings, landing, store, emit, run_for_s=run_for,
+                          poll_s=params.poll_seconds or settings.watch_poll_seconds,
+                          settle_s=params.settle_seconds, log=logger.info)
+        else:
+            stats = watch_notified(settings, landing, store, emit, run_for_s=run_for,
+                                   settle_s=params.settle_seconds, burst_max_s=params.burst_max_seconds,
+                                   fallback_s=params.fallback_seconds, log=logger.info)
+    _report(settings, stats)
     return stats
+
+
+def _report(settings: Settings, stats: WatchStats) -> None:
+    """Two artifacts: the announcements (when there were any) and the run's counters, whose LIST requests per
+    second say what watching costs while idle."""
+    prefix = settings.namespace.replace("_", "-")
+    summary = (f"{stats.events} events ({stats.keys_announced} keys), {stats.polls} listings, "
+               f"{stats.list_requests} LIST requests in {stats.seconds:.0f} s ({stats.mode} mode)")
+    if stats.announced:
+        create_table_artifact(stats.announced, key=f"{prefix}-landing-changes",
+                              description=f"landing changes announced: {summary}")
+    counters = stats.model_dump(exclude={"announced", "skipped_reason", "sources"})
+    counters["list_requests_per_s"] = round(stats.list_requests / stats.seconds, 6) if stats.seconds else 0.0
+    counters["sources"] = ", ".join(f"{k}: {v}" for k, v in sorted(stats.sources.items()))
+    create_table_artifact([counters], key=f"{prefix}-watch-stats", description=f"watch-landing run: {summary}")
 
 
 if __name__ == "__main__":

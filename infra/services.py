@@ -2,6 +2,7 @@
 
 Each service leaves `run/<name>.pid`, `logs/<name>.log` and `data/<name>/` under $HYBRIDOPS_HOME.
 `up` is idempotent and `down` stops exactly the processes `up` started (PID file + command line match).
+MinIO starts with the landing webhook as its notification target (infra/minio_notifications.py).
 """
 
 from __future__ import annotations
@@ -22,8 +23,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hybridops.infra.binaries import MINIO, WEAVIATE, ensure_binary
+from hybridops.infra.minio_notifications import (
+    HEALTH_PATH,
+    TOKEN_VAR,
+    configure_bucket_notifications,
+    ensure_webhook_token,
+    minio_target_env,
+    notifies,
+    webhook_url,
+)
 from hybridops.tasks.core.settings import Settings
-from hybridops.tasks.core.errors import HybridopsError
+from hybridops.tasks.core.errors import HybridopsError, ServiceUnavailableError
 
 
 class ServiceError(HybridopsError):
@@ -40,6 +50,7 @@ class Service:
     env: dict[str, str] = field(default_factory=dict)
     version: Callable[[], str] = lambda: ""
     marker: str = ""  # a string the process command line must contain for us to own it
+    secret_env: Callable[[], dict[str, str]] = dict  # resolved only when starting: never held, never in argv
 
 
 def _http_get(url: str, timeout: float = 3.0, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
@@ -137,9 +148,10 @@ def minio_service(settings: Settings) -> Service:
             "MINIO_ROOT_PASSWORD": settings.minio_root_credentials()[1],
             "MINIO_UPDATE": "off",
             "MINIO_BROWSER_REDIRECT": "off",
-        },
+        } | minio_target_env(settings, data_dir),  # bucket notifications -> the webhook `serve` hosts
         version=lambda: f"minio@{MINIO.version}",
         marker="minio",
+        secret_env=lambda: {TOKEN_VAR: ensure_webhook_token(settings).get_secret_value()},
     )
 
 
@@ -236,7 +248,7 @@ def _start(settings: Settings, service: Service) -> subprocess.Popen:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     (settings.home / "data" / service.name).mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **service.env}
+    env = {**os.environ, **service.env, **service.secret_env()}
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             service.command(), env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -288,7 +300,8 @@ def up(settings: Settings, timeout: float = 180.0, on_event: Callable[[str], Non
 def prepare_storage(settings: Settings, on_event: Callable[[str], None] = lambda _: None) -> None:
     """The one place that creates storage roots, explicitly: the default landing folder (when no landing zone
     is configured) and, on the local MinIO, the default bucket. A refresh never creates either: a missing
-    landing root is an error there, never an empty landing zone."""
+    landing root is an error there, never an empty landing zone. A landing prefix on the local MinIO also
+    gets its bucket notifications (a refusal is a warning: the watcher's fallback listing still sees all)."""
     if settings.landing is None:
         Path(settings.landing_uri).mkdir(parents=True, exist_ok=True)
     if settings.s3_endpoint:
@@ -296,6 +309,13 @@ def prepare_storage(settings: Settings, on_event: Callable[[str], None] = lambda
 
         S3Store(f"s3://{settings.s3_bucket}", settings).ensure_bucket()
         on_event(f"bucket {settings.s3_bucket} ready")
+    if notifies(settings):
+        try:
+            outcome = configure_bucket_notifications(settings)
+        except ServiceUnavailableError as exc:
+            on_event(f"warning: {exc}; until then only the watcher's fallback listing notices landings")
+        else:
+            on_event(f"bucket notifications for {settings.landing_uri}: {outcome}")
 
 
 def down(settings: Settings, timeout: float = 30.0) -> dict:
@@ -350,7 +370,27 @@ def status(settings: Settings) -> dict:
         }
     if not settings.s3_endpoint:
         services["s3"] = {"healthy": _aws_bucket_reachable(settings), "url": "aws", "version": "aws-s3"}
-    return {"services": services, "home": str(settings.home)}
+    return {"services": services, "landing_webhook": landing_webhook_status(settings), "home": str(settings.home)}
+
+
+def landing_webhook_status(settings: Settings) -> dict:
+    """Whether this namespace's `serve` hosts the landing webhook: reported beside the services, not among
+    them, as it runs only while `serve` does (up, down, off for a folder landing zone, or taken by another
+    namespace's `serve` on the same port)."""
+    info: dict = {"port": settings.landing_webhook_port, "url": webhook_url(settings)}
+    if not settings.landing_uri.startswith("s3://"):
+        return info | {"state": "off", "reason": "the landing zone is a folder"}
+    code, body = _http_get(webhook_url(settings, HEALTH_PATH), timeout=1.0)
+    if code != 200:
+        return info | {"state": "down"}
+    try:
+        health = json.loads(body)
+        serving = health["namespace"]
+    except (ValueError, KeyError, TypeError):
+        return info | {"state": "taken", "serving_namespace": None}
+    if serving != settings.namespace:
+        return info | {"state": "taken", "serving_namespace": serving}
+    return info | {"state": "up"} | {k: v for k, v in health.items() if k != "namespace"}
 
 
 def _aws_bucket_reachable(settings: Settings) -> bool:
@@ -392,6 +432,7 @@ def private_stack_settings(home: Path, **overrides) -> Settings:
         s3_endpoint=f"http://127.0.0.1:{free_port()}",
         s3_console_port=free_port(),
         prefect_api_url=f"http://127.0.0.1:{free_port()}/api",
+        landing_webhook_port=free_port(),
     )
     return Settings(**(values | overrides))
 

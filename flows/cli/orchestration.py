@@ -27,7 +27,7 @@ def serve(json_output: bool = JSON_OPTION) -> None:
         console.print(f"Prefect UI: {ui}/deployments  (Ctrl-C or SIGTERM stops; schedules stay active)")
 
     try:
-        serve_deployments(cfg, on_ready=ready)
+        serve_deployments(cfg, on_ready=ready, on_event=lambda message: console.log(message))
     except (OSError, RuntimeError) as exc:
         fail(f"cannot serve against {cfg.prefect_api_url}: {exc} (is the stack up? `hybridops up`)")
 

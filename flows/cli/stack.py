@@ -40,7 +40,8 @@ def down(json_output: bool = JSON_OPTION) -> None:
 
 @app.command()
 def status(json_output: bool = JSON_OPTION) -> None:
-    """Health, URL and version of each service; exits non-zero when any is unhealthy."""
+    """Health, URL and version of each service (and whether `serve` hosts the landing webhook); exits
+    non-zero when any service is unhealthy (the webhook, up only while `serve` runs, does not count)."""
     from hybridops.infra.services import status as stack_status
 
     report = stack_status(settings())
@@ -51,6 +52,10 @@ def status(json_output: bool = JSON_OPTION) -> None:
         for name, info in report["services"].items():
             table.add_row(name, "yes" if info["healthy"] else "[red]no[/]", info["url"], str(info["version"]))
         console.print(table)
+        hook = report["landing_webhook"]
+        detail = {"taken": f" (served by namespace {hook.get('serving_namespace')})",
+                  "off": f" ({hook.get('reason')})", "down": " (runs while `hybridops serve` does)"}
+        console.print(f"landing webhook: {hook['state']} on {hook['url']}{detail.get(hook['state'], '')}")
     if not all(info["healthy"] for info in report["services"].values()):
         raise typer.Exit(1)
 

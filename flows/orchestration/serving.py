@@ -2,6 +2,8 @@
 
 `serve` exports the settings to the environment (flow runs rebuild them from it), optionally enables warm
 start (flows/orchestration/warm_start.py), registers every deployment with a runner polling every `runner_poll_seconds`, queues a watch-landing run, and runs until SIGTERM.
+Beside the runner it hosts the landing webhook (flows/orchestration/landing_webhook.py) when the landing
+zone is on S3, so bucket notifications reach the change feed while `serve` runs (MinIO queues them otherwise).
 `pause_on_shutdown=False`: stopping `serve` never pauses schedules or triggers.
 """
 
@@ -26,13 +28,14 @@ def export_settings(settings: Settings) -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
-def serve(settings: Settings, limit: int = 8, on_ready=lambda names: None) -> None:
+def serve(settings: Settings, limit: int = 8, on_ready=lambda names: None, on_event=lambda message: None) -> None:
     """Register every deployment of this namespace and run their flow runs until SIGTERM / Ctrl-C."""
     export_settings(settings)
     from prefect.runner import Runner
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from hybridops.flows.orchestration.deployments import deployment_specs, start_watcher
+    from hybridops.flows.orchestration.landing_webhook import start_landing_webhook
 
     with temporary_settings(updates={PREFECT_API_URL: settings.prefect_api_url}):
         specs = deployment_specs(settings)
@@ -47,12 +50,17 @@ def serve(settings: Settings, limit: int = 8, on_ready=lambda names: None) -> No
             signal.signal(signal.SIGINT, lambda signum, frame: _stop_soon(runner))
         for spec in specs:
             runner.add_flow(spec.flow_for(settings), **spec.options(settings))
-        start_watcher(settings)
-        on_ready([spec.name(settings) for spec in specs])
+        webhook = start_landing_webhook(settings, on_event)  # inside temporary_settings: its events reach this server
         try:
-            asyncio.run(runner.start())
-        except KeyboardInterrupt:
-            pass
+            start_watcher(settings)
+            on_ready([spec.name(settings) for spec in specs])
+            try:
+                asyncio.run(runner.start())
+            except KeyboardInterrupt:
+                pass
+        finally:
+            if webhook is not None:
+                webhook.stop()
 
 
 def _stop_soon(runner) -> None:

@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     s3_bucket: str = "hybridops"
     s3_console_port: int = Field(9001, description="MinIO console port when hybridops runs MinIO locally.")
+    landing_webhook_port: int = Field(
+        4290, ge=1, le=65535, description="Port of the landing webhook `hybridops serve` hosts on 127.0.0.1: the "
+        "MinIO `hybridops up` starts POSTs its bucket notifications there (flows/orchestration/landing_webhook.py).")
+    landing_webhook_token: SecretStr | None = Field(
+        None, description="Shared secret (one word) MinIO sends as `Authorization: Bearer <token>` to the landing "
+        "webhook. Unset: `hybridops up` generates one into $HOME/run/landing-webhook.token (0600), `serve` reads it.")
 
     # Prefect
     prefect_api_url: str = "http://127.0.0.1:4200/api"
@@ -82,6 +88,18 @@ class Settings(BaseSettings):
         True, description="`serve` starts flow runs from a pre-imported process (forkserver): ~1 s instead of ~8 s."
     )
     watch_poll_seconds: float = Field(0.5, gt=0, description="How often watch-landing lists the landing zone.")
+    watch_mode: str = Field(
+        "notify", pattern=r"^(notify|poll)$", description="notify: a folder landing zone is watched through "
+        "filesystem notifications (S3: the bucket-notification webhook), with a slow fallback listing; poll: "
+        "list every watch_poll_seconds (no notifications).")
+    watch_fallback_seconds: float = Field(
+        300.0, gt=0, description="notify mode: the watcher lists the landing zone this often to announce what "
+        "notifications missed (and once at the start of each run); an S3 zone waits longer, see "
+        "watch_s3_lists_per_minute.")
+    watch_s3_lists_per_minute: float = Field(
+        1.0, gt=0, description="notify mode, S3 landing zone: the fallback listing averages at most this many "
+        "LIST requests per minute: after a listing of N pages (1,000 keys each) the next waits N / this minutes "
+        "(never less than watch_fallback_seconds): 100k keys -> every 100 min.")
     watch_run_minutes: float = Field(
         10.0, gt=0, description="Each watch-landing run polls this long; its interval schedule starts the next."
     )

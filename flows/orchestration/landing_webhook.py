@@ -1,0 +1,378 @@
+"""The landing webhook: bucket notifications in, change-feed entries and `hybridops.landing.changed` out.
+
+`hybridops serve` hosts it on 127.0.0.1 (infra/minio_notifications.py points the local MinIO at it), so
+keeping the index fresh costs per changed object, not a listing of the corpus. A POST to /landing/minio
+counts only with the shared token (constant-time compare; 401 otherwise, the token never logged). Its
+records become landing keys: URL-decoded, in the landing bucket under the landing prefix, documents only.
+The answer is 200 only once those keys are in the change feed; when the store is down the answer is 503
+and MinIO keeps the event in its queue and sends it again.
+
+Coalescing. Feed writes are group commits: whatever arrives while one write is in flight goes into the
+next entry, so parallel senders share entries without anyone waiting for a timer. Announcements wait for
+a quiet `window_s` (at most `max_delay_s` after the first unannounced key) and send ONE event for all keys
+recorded meanwhile. MinIO with a queue dir delivers one record per POST, the next only after the answer,
+so a burst of N objects is N small feed entries (each acknowledged after it is written) but one event.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hmac
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote_plus
+
+from pydantic import SecretStr
+
+from hybridops.flows.orchestration.events import landing_changed
+from hybridops.infra.minio_notifications import HEALTH_PATH, NOTIFY_PATH, webhook_token
+from hybridops.tasks.core.errors import BadInputError, HybridopsError, ServiceUnavailableError
+from hybridops.tasks.core.object_store import S3Store, artifact_store
+from hybridops.tasks.core.settings import Settings
+from hybridops.tasks.knowledge.change_feed import record_changes
+from hybridops.tasks.knowledge.landing import is_document_key
+from hybridops.tasks.knowledge.landing_changes import EVENT_KEY_LIMIT, LandingChanges
+
+log = logging.getLogger(__name__)
+
+SOURCE = "minio"
+MAX_BODY_BYTES = 1 << 20  # a MinIO record is ~1.5 kB
+CONTENT_UNCHANGED = frozenset({"PutTagging", "DeleteTagging", "PutRetention", "PutLegalHold"})
+"""ObjectCreated:* events that change metadata only: no document changed."""
+
+Changes = dict[str, bool]
+"""Landing key -> removed (the last record about a key wins)."""
+
+
+@dataclass(frozen=True)
+class ObjectEvent:
+    """One notification record: which object, and whether it is gone now."""
+
+    bucket: str
+    key: str  # decoded
+    removed: bool
+
+
+def parse_records(body: bytes) -> list[ObjectEvent]:
+    """The object events of an S3-style notification body (MinIO's `s3:ObjectCreated:Put`, AWS's
+    `ObjectCreated:Put`); records of other kinds are skipped. BadInputError says what is wrong, never
+    quoting the body."""
+    try:
+        data = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise BadInputError(f"not JSON ({exc.msg} at char {exc.pos})") from None
+    except UnicodeDecodeError:
+        raise BadInputError("not UTF-8") from None
+    records = data.get("Records") if isinstance(data, dict) else None
+    if not isinstance(records, list):
+        raise BadInputError("no Records list")
+    events = []
+    for i, record in enumerate(records):
+        try:
+            name, bucket, key = record["eventName"], record["s3"]["bucket"]["name"], record["s3"]["object"]["key"]
+        except (KeyError, TypeError):
+            raise BadInputError(f"Records[{i}] lacks eventName, s3.bucket.name or s3.object.key") from None
+        if not all(isinstance(value, str) for value in (name, bucket, key)):
+            raise BadInputError(f"Records[{i}]: eventName, bucket name and key must be strings")
+        kind, _, detail = name.removeprefix("s3:").partition(":")
+        if kind == "ObjectRemoved" or (kind == "ObjectCreated" and detail not in CONTENT_UNCHANGED):
+            events.append(ObjectEvent(bucket=bucket, key=unquote_plus(key), removed=kind == "ObjectRemoved"))
+    return events
+
+
+@dataclass(frozen=True)
+class LandingPrefix:
+    """Where the landing zone lives in S3: object keys under it map back to landing keys."""
+
+    bucket: str
+    prefix: str  # "" or ending in "/", as S3Store has it
+
+    def changes(self, events: list[ObjectEvent]) -> Changes:
+        """Landing key -> removed, for the events about documents of this landing zone (in order)."""
+        changes: Changes = {}
+        for event in events:
+            if event.bucket != self.bucket or not event.key.startswith(self.prefix):
+                continue
+            key = event.key[len(self.prefix):]
+            if key and is_document_key(key):
+                changes.pop(key, None)  # re-insert: the last record decides, in arrival order
+                changes[key] = event.removed
+        return changes
+
+
+def announcement(changes: Changes, limit: int = EVENT_KEY_LIMIT) -> dict:
+    """The landing.changed payload. S3 events do not tell a new object from a replaced one, so `added`
+    holds both (updated stays empty); `keys` lists every changed key, the feed holds them all."""
+    keys = sorted(changes)
+    created, removed = [k for k in keys if not changes[k]], [k for k in keys if changes[k]]
+    payload = LandingChanges(added=created, removed=removed).payload(limit)
+    return payload | {"keys": keys[:limit], "truncated": payload["truncated"] or len(keys) > limit,
+                      "source": SOURCE, "reason": "bucket notification"}
+
+
+@dataclass
+class _Submission:
+    changes: Changes
+    done: threading.Event
+    error: BaseException | None = None
+
+
+class ChangeRecorder:
+    """Writes submitted keys to the change feed (group commits) and announces them once per quiet window."""
+
+    def __init__(self, record: Callable[[list[str]], object], announce: Callable[[Changes], object],
+                 window_s: float = 0.2, max_delay_s: float = 2.0):
+        self._record, self._announce = record, announce
+        self.window_s, self.max_delay_s = window_s, max_delay_s
+        self._queue: list[_Submission] = []
+        self._unannounced: Changes = {}
+        self._first_at = self._last_at = 0.0
+        self._cond = threading.Condition()
+        self._running = False
+        self._thread: threading.Thread | None = None
+        self.stats = {"feed_entries": 0, "keys_recorded": 0, "events": 0, "record_failures": 0}
+
+    def start(self) -> ChangeRecorder:
+        self._running = True
+        context = contextvars.copy_context()  # the starter's Prefect settings (API URL) apply to announcements
+        self._thread = threading.Thread(target=context.run, args=(self._loop,), name="landing-recorder", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Write what was submitted, announce what was recorded, then stop."""
+        with self._cond:
+            self._running = False
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def submit(self, changes: Changes, timeout: float = 30.0) -> None:
+        """Return once the keys are in the change feed; raise when they could not be written."""
+        item = _Submission(changes, threading.Event())
+        with self._cond:
+            if not self._running:
+                raise ServiceUnavailableError("the landing webhook is stopping")
+            self._queue.append(item)
+            self._cond.notify()
+        if not item.done.wait(timeout):
+            raise ServiceUnavailableError(f"the change feed was not written within {timeout:.0f} s")
+        if item.error is not None:
+            raise item.error
+
+    def _announce_due_in(self) -> float | None:
+        if not self._unannounced:
+            return None
+        now = time.monotonic()
+        return max(0.0, min(self._last_at + self.window_s, self._first_at + self.max_delay_s) - now)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while self._running and not self._queue:
+                    due = self._announce_due_in()
+                    if due == 0:
+                        break
+                    self._cond.wait(due)  # None: until a submission or stop
+                batch, self._queue = self._queue, []
+                stopping = not self._running
+            if batch:
+                self._write(batch)
+                continue  # what arrived during the write is the next group
+            if self._unannounced and (stopping or self._announce_due_in() == 0):
+                self._flush_announcement()
+            if stopping:
+                return
+
+    def _write(self, batch: list[_Submission]) -> None:
+        keys = sorted({key for item in batch for key in item.changes})
+        try:
+            self._record(keys)
+        except Exception as exc:  # the senders answer 503 and keep their events for a retry
+            self.stats["record_failures"] += 1
+            log.warning("landing webhook: change feed not written (%s): %d key(s) left to the sender's retry",
+                        type(exc).__name__, len(keys))
+            for item in batch:
+                item.error = exc if isinstance(exc, HybridopsError) else ServiceUnavailableError(str(exc))
+                item.done.set()
+            return
+        now = time.monotonic()
+        if not self._unannounced:
+            self._first_at = now
+        self._last_at = now
+        for item in batch:
+            for key, removed in item.changes.items():
+                self._unannounced.pop(key, None)
+                self._unannounced[key] = removed
+            item.done.set()
+        self.stats["feed_entries"] += 1
+        self.stats["keys_recorded"] += len(keys)
+
+    def _flush_announcement(self) -> None:
+        changes, self._unannounced = self._unannounced, {}
+        try:
+            self._announce(changes)
+            self.stats["events"] += 1
+        except Exception as exc:  # the feed has the keys: the next event or the fallback listing applies them
+            log.warning("landing webhook: landing.changed not sent (%s); %d key(s) wait in the change feed",
+                        type(exc).__name__, len(changes))
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    timeout = 10  # a silent client frees its thread
+    server_version = "hybridops-landing-webhook"
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        hook = self.server.webhook
+        if self.path != NOTIFY_PATH:
+            return self._answer(404, {"error": "not found"})
+        if not hook.authorized(self.headers.get("Authorization", "")):
+            hook.count("rejected")
+            log.warning("landing webhook: POST from %s rejected: missing or wrong token", self.client_address[0])
+            return self._answer(401, {"error": "unauthorized"}, {"WWW-Authenticate": "Bearer"})
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            return self._answer(411, {"error": "Content-Length required"})
+        if not 0 <= length <= MAX_BODY_BYTES:
+            return self._answer(413, {"error": f"body over {MAX_BODY_BYTES} bytes"})
+        try:
+            changes = hook.landing.changes(parse_records(self.rfile.read(length)))
+        except BadInputError as exc:
+            hook.count("malformed")
+            log.warning("landing webhook: malformed notification from %s: %s", self.client_address[0], exc)
+            return self._answer(400, {"error": f"malformed notification: {exc}"})
+        hook.count("received")
+        if changes:
+            try:
+                hook.recorder.submit(changes)
+            except HybridopsError as exc:
+                return self._answer(503, {"error": f"change feed unavailable: {type(exc).__name__}"})
+        self._answer(200, {"recorded": len(changes)})
+
+    def do_HEAD(self) -> None:  # noqa: N802 (some MinIO releases probe the endpoint this way)
+        self._answer(200 if self.path == NOTIFY_PATH else 404, None)
+
+    def do_GET(self) -> None:  # noqa: N802
+        if self.path == HEALTH_PATH:
+            return self._answer(200, self.server.webhook.health())
+        self._answer(404, {"error": "not found"})
+
+    def _answer(self, code: int, body: dict | None, headers: dict[str, str] | None = None) -> None:
+        data = b"" if body is None else json.dumps(body).encode()
+        self.send_response(code)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 (every request would go to stderr)
+        log.debug("landing webhook: " + format, *args)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 64  # the default backlog of 5 drops parallel senders' connections for a second
+    webhook: LandingWebhook
+
+
+class LandingWebhook:
+    """The receiver: an HTTP server on 127.0.0.1 in daemon threads plus its ChangeRecorder."""
+
+    def __init__(self, settings: Settings, token: SecretStr, landing: LandingPrefix,
+                 record: Callable[[list[str]], object], announce: Callable[[Changes], object],
+                 window_s: float = 0.2, max_delay_s: float = 2.0):
+        self.settings, self.landing = settings, landing
+        self._expected = f"Bearer {token.get_secret_value()}".encode()
+        self.recorder = ChangeRecorder(record, announce, window_s, max_delay_s)
+        self._counts = {"received": 0, "rejected": 0, "malformed": 0}
+        self._lock = threading.Lock()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def for_settings(cls, settings: Settings, token: SecretStr, **options) -> LandingWebhook:
+        """Recording into this namespace's change feed, announcing with hybridops.landing.changed."""
+        zone = S3Store(settings.landing_uri, settings)
+        store = artifact_store(settings)
+        return cls(settings, token, LandingPrefix(zone.bucket, zone.prefix),
+                   record=lambda keys: record_changes(store, keys, SOURCE),
+                   announce=lambda changes: landing_changed(settings, announcement(changes)), **options)
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1] if self._server else self.settings.landing_webhook_port
+
+    def authorized(self, header: str) -> bool:
+        return hmac.compare_digest(header.encode(), self._expected)
+
+    def count(self, name: str) -> None:
+        with self._lock:
+            self._counts[name] += 1
+
+    def health(self) -> dict:
+        with self._lock:
+            counts = dict(self._counts)
+        return {"status": "ok", "namespace": self.settings.namespace, "landing": self.settings.landing_uri,
+                "port": self.port} | counts | self.recorder.stats
+
+    def start(self, port: int | None = None) -> LandingWebhook:
+        """Listen on 127.0.0.1 (the settings' port unless given; 0 picks a free one). OSError if taken."""
+        if self._server is not None:
+            raise RuntimeError("the landing webhook is already started")
+        self._server = _Server(("127.0.0.1", self.settings.landing_webhook_port if port is None else port), _Handler)
+        self._server.webhook = self
+        self.recorder.start()
+        self._thread = threading.Thread(target=self._server.serve_forever, name="landing-webhook", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop accepting, then record and announce what was accepted."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        self.recorder.stop()
+        self._drain_events()
+
+    @staticmethod
+    def _drain_events() -> None:
+        """Send queued Prefect events before the process may exit."""
+        from prefect.events.worker import EventsWorker
+
+        EventsWorker.drain_all(timeout=10)
+
+    def __enter__(self) -> LandingWebhook:
+        return self if self._server is not None else self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def start_landing_webhook(settings: Settings,
+                          on_event: Callable[[str], None] = lambda _: None) -> LandingWebhook | None:
+    """`serve`'s receiver, when the landing zone is on S3 and a token is known (never unauthenticated);
+    None otherwise, with the reason told."""
+    if not settings.landing_uri.startswith("s3://"):
+        return None  # a folder landing zone is watched through filesystem notifications
+    token = webhook_token(settings)
+    if token is None:
+        on_event("landing webhook off: no token (set HYBRIDOPS_LANDING_WEBHOOK_TOKEN, or `hybridops up` makes one)")
+        return None
+    try:
+        hook = LandingWebhook.for_settings(settings, token).start()
+    except OSError as exc:
+        on_event(f"landing webhook off: port {settings.landing_webhook_port} on 127.0.0.1 unavailable ({exc}); "
+                 "the watcher's fallback listing still notices every landing")
+        return None
+    on_event(f"landing webhook on 127.0.0.1:{hook.port}{NOTIFY_PATH}")
+    return hook
