@@ -1,10 +1,19 @@
-"""Sentence embeddings: transformers encoder + mean pooling + L2 norm, bf16 on CPUs that do it natively."""
+"""Sentence embeddings: transformers encoder + mean pooling + L2 norm, bf16 on CPUs that do it natively.
+
+One more `embedding_model` value is recognised: `hashing:<dim>` (e.g. `hashing:384`), a deterministic
+feature-hashing embedder for benchmarks and smoke tests: no semantics, never a default. It exists so a scale
+benchmark can load a 100k-document corpus in minutes (MiniLM needs hours on a small CPU box) while the served
+flows and the benchmark still agree on one model id (a generation records it; another id means a rebuild).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import json
 import logging
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -106,8 +115,75 @@ class Embedder:
         return out
 
 
-def load_embedder(settings: Settings) -> Embedder:
+HASHING_PREFIX = "hashing:"
+_HASH_TOKEN = re.compile(r"\w+|[^\w\s]")
+_HASHING_WINDOW = 256
+
+
+class HashingEmbedder:
+    """A deterministic feature-hashing embedder for benchmarks and smoke tests: no semantics, never a default.
+
+    Each token (a lower-cased run of word characters, or one punctuation mark) adds +1 or -1 to the one
+    dimension its blake2b hash picks; the sum is L2-normalised. The same text gives the same vector in every
+    process (no seeds, no Python hash randomisation), so refresh runs and queries agree; vectors cost
+    microseconds and need no torch. Texts sharing words are closer, but nothing else is meant by it."""
+
+    bf16 = False
+    bf16_cosine = None
+    precision = "fp32"
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self.name = f"{HASHING_PREFIX}{dim}"
+        self.model_id = f"{self.name}@{self.precision}"
+        self.source = "built-in feature hashing (no model files)"
+        self.max_length = self.max_tokens = _HASHING_WINDOW
+        self.batch_size = 1024
+        self.precision_note = "feature hashing: deterministic, no semantics (benchmarks and smoke tests only)"
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` as this embedder sees them (what chunking bounds chunks by)."""
+        return len(_HASH_TOKEN.findall(text))
+
+    def embed(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        """n x dim float32, L2-normalised, in input order (a text without tokens hashes the empty token)."""
+        if isinstance(texts, str):
+            raise TypeError("embed() takes a list of strings, not a single string")
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            features = [_hashed_feature(token, self.dim) for token in _HASH_TOKEN.findall(text.lower())] or [
+                _hashed_feature("", self.dim)]
+            index, sign = zip(*features)
+            vector = np.bincount(index, weights=sign, minlength=self.dim)
+            norm = np.linalg.norm(vector)
+            if norm == 0:  # every feature cancelled out: fall back to the first one alone
+                vector[index[0]] = sign[0]
+                norm = 1.0
+            out[row] = vector / norm
+        return out
+
+
+@functools.lru_cache(maxsize=1 << 20)
+def _hashed_feature(token: str, dim: int) -> tuple[int, float]:
+    """(dimension, sign) of one token: stable across processes, cached (a corpus repeats its words)."""
+    value = int.from_bytes(hashlib.blake2b(token.encode(), digest_size=8).digest(), "little")
+    return value % dim, 1.0 if (value >> 63) & 1 else -1.0
+
+
+@functools.lru_cache(maxsize=8)
+def hashing_embedder(setting: str) -> HashingEmbedder:
+    """The embedder for a `hashing:<dim>` setting (one per process and dimension)."""
+    dim = setting.removeprefix(HASHING_PREFIX)
+    if not dim.isdigit() or not 8 <= int(dim) <= 4096:
+        raise ModelError(f"embedding model {setting!r}: expected {HASHING_PREFIX}<dim> with 8 <= dim <= 4096, "
+                         f"e.g. {HASHING_PREFIX}384")
+    return HashingEmbedder(int(dim))
+
+
+def load_embedder(settings: Settings) -> Embedder | HashingEmbedder:
     """The embedding model named by settings, loaded once per process."""
+    if settings.embedding_model.startswith(HASHING_PREFIX):  # no model and no torch to load
+        return hashing_embedder(settings.embedding_model)
     configure_torch_threads(settings.torch_threads)
     key = (settings.embedding_model, settings.embedding_bf16, settings.embedding_batch_size)
     with _CACHE_LOCK:

@@ -70,3 +70,32 @@ def test_bad_llm_paths_fail_clearly(tmp_path: Path) -> None:
         prepare_llm(Settings(llm_model=str(tmp_path / "missing.gguf")))
     with pytest.raises(ModelError, match="not a model folder"):
         prepare_llm(Settings(llm_model=str(tmp_path)))
+
+
+def test_hashing_embedder_is_deterministic_normalised_and_of_its_dimension() -> None:
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from hybridops.tasks.knowledge.embeddings import load_embedder
+
+    embedder = load_embedder(Settings(embedding_model="hashing:384"))
+    texts = ["The refund window is 30 days.", "", "the REFUND window is 30 days.", "a " * 300]
+    vectors = embedder.embed(texts)
+    assert vectors.shape == (4, 384) and vectors.dtype == np.float32
+    assert embedder.dim == 384 and embedder.model_id == "hashing:384@fp32"
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-6)
+    assert np.array_equal(vectors, embedder.embed(texts))  # same process
+    assert np.allclose(vectors[0], vectors[2])  # case-blind
+    assert embedder.count_tokens("The refund window, 30 days.") == 7  # words and punctuation marks
+    other_process = subprocess.run(  # no hash randomisation: another process embeds alike
+        [sys.executable, "-c", "import sys; from hybridops.tasks.core.settings import Settings; "
+         "from hybridops.tasks.knowledge.embeddings import load_embedder; "
+         "sys.stdout.buffer.write(load_embedder(Settings(embedding_model='hashing:384'))"
+         ".embed(['The refund window is 30 days.']).tobytes())"],
+        capture_output=True, check=True, env={"PYTHONHASHSEED": "123", "PATH": ""})
+    assert np.array_equal(np.frombuffer(other_process.stdout, dtype=np.float32), vectors[0])
+    assert load_embedder(Settings(embedding_model="hashing:64")).embed(["x"]).shape == (1, 64)
+    with pytest.raises(ModelError, match="hashing:<dim>"):
+        load_embedder(Settings(embedding_model="hashing:big"))
