@@ -110,9 +110,8 @@ def announcement(changes: Changes, limit: int = EVENT_KEY_LIMIT) -> dict:
     holds both (updated stays empty); `keys` lists every changed key, the feed holds them all."""
     keys = sorted(changes)
     created, removed = [k for k in keys if not changes[k]], [k for k in keys if changes[k]]
-    payload = LandingChanges(added=created, removed=removed).payload(limit)
-    return payload | {"keys": keys[:limit], "truncated": payload["truncated"] or len(keys) > limit,
-                      "source": SOURCE, "reason": "bucket notification"}
+    return LandingChanges(added=created, removed=removed, source=SOURCE).payload(limit) | {
+        "reason": "bucket notification"}
 
 
 @dataclass

@@ -109,10 +109,10 @@ class RefreshRequest(BaseModel):
     """What to refresh: what the CLI flags and the flow's parameter form offer."""
 
     full: bool = Field(False, description="Build a new index generation and flip the alias only if it passes the gate.")
-    targeted: bool = Field(False, description="Plan only the landing keys the change feed holds (plus `keys`), "
+    targeted: bool = Field(False, description="Plan only the landing keys the change feed holds (plus `extra_keys`), "
                            "not the whole landing zone: what a landing event starts. Nothing pending: a quick no-op.")
-    extra_keys: list[str] = Field(default_factory=list, description="Landing keys a targeted run plans besides the "
-                            "change feed's (document keys; the training area is ignored).")
+    extra_keys: list[str] = Field(default_factory=list, description="Landing keys a targeted run plans besides "
+                                  "the change feed's (document keys; the training area is ignored).")
     verify: bool = Field(False, description="Deep-check every indexed object against the landing zone and repair.")
     batch_size: int | None = Field(None, ge=1, description="Documents per batch (default: settings.refresh_batch_docs).")
     allow_mass_delete: bool = Field(False, description="Confirm a run that removes more than "
@@ -123,7 +123,7 @@ class RefreshRequest(BaseModel):
         if self.full and self.targeted:
             raise ValueError("a rebuild (full) plans the whole landing zone: it is never targeted")
         if self.extra_keys and not self.targeted:
-            raise ValueError("keys are planned by a targeted refresh: set targeted as well")
+            raise ValueError("extra_keys are planned by a targeted refresh: set targeted as well")
         return self
 
 
