@@ -13,13 +13,13 @@ from hybridops.tasks.behaviour.adapter_loading import load_champion
 from hybridops.tasks.behaviour.interactions import InteractionRejected, log_interaction, new_interaction
 from hybridops.tasks.behaviour.llm import generate_chat
 from hybridops.tasks.behaviour.prompting import ParsedReply, Passage, build_messages, parse_reply
-from hybridops.tasks.core.errors import HybridopsError, describe
+from hybridops.tasks.behaviour.question import checked_question
+from hybridops.tasks.core.errors import HybridopsError, describe, exit_code
 from hybridops.tasks.core.object_store import ObjectStoreError
 from hybridops.tasks.core.settings import Settings
 from hybridops.tasks.knowledge.search import search
 
 logger = logging.getLogger(__name__)
-MAX_QUESTION_CHARS = 4000  # the interaction contract's limit, checked before any generation
 
 
 class Answer(BaseModel):
@@ -37,12 +37,21 @@ class Answer(BaseModel):
     invalid_sources: list[str] = []  # cited by the model but not retrieved for this question: never shown as sources
     logged: bool = False  # the interaction is in the interaction log (False with log=False or when logging failed)
     log_error: str | None = None  # why it is not logged, when logging was attempted and failed
+    answered_by: str = "in_process"  # or "service": the answering service `hybridops serve` hosts answered
     _log_failure: BaseException | None = PrivateAttr(None)
 
     @property
     def log_failure(self) -> BaseException | None:
         """The exception that kept the interaction out of the log (its kind gives the CLI's exit code)."""
         return self._log_failure
+
+    @property
+    def log_exit_code(self) -> int | None:
+        """None when nothing failed; 0 when the contract rejected the record (quarantined: a warning); else the
+        exit code of the failure's kind (the answer stands, the command fails)."""
+        if self._log_failure is None:
+            return None
+        return 0 if isinstance(self._log_failure, InteractionRejected) else exit_code(self._log_failure)
 
 
 @dataclass(frozen=True)
@@ -99,11 +108,7 @@ def ask(
     log: bool = True,
 ) -> Answer:
     """Answer one question from retrieved context; every interaction is logged unless log=False."""
-    question = question.strip()
-    if not question:
-        raise ValueError("the question is empty")
-    if len(question) > MAX_QUESTION_CHARS:
-        raise ValueError(f"the question has {len(question)} characters; at most {MAX_QUESTION_CHARS} are accepted")
+    question = checked_question(question)  # BadInputError (a ValueError) when empty or too long
     loaded = loaded or load_answering_model(settings)
     clock = time.perf_counter()
     if retrieve is None:

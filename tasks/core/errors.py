@@ -97,3 +97,12 @@ def exit_code(exc: BaseException) -> int:
     if isinstance(exc, HybridopsError):
         return exc.exit_code
     return ServiceUnavailableError.exit_code if is_transient(exc) else 1
+
+
+def error_of_kind(code: int, message: str) -> HybridopsError:
+    """The error of the kind whose exit code is `code` (HybridopsError for any other): a failure reported by
+    another process (the answering service) raised here as if it happened here."""
+    for kind in (BadInputError, ServiceUnavailableError, IntegrityError, ConflictError):
+        if kind.exit_code == code:
+            return kind(message)
+    return HybridopsError(message)
