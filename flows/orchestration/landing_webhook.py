@@ -24,12 +24,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote_plus
 
 from pydantic import SecretStr
 
 from hybridops.flows.orchestration.events import landing_changed
+from hybridops.flows.orchestration.loopback_http import JsonHandler, LoopbackServer
 from hybridops.infra.minio_notifications import HEALTH_PATH, NOTIFY_PATH, webhook_token
 from hybridops.tasks.core.errors import BadInputError, HybridopsError, ServiceUnavailableError
 from hybridops.tasks.core.object_store import S3Store, artifact_store
@@ -222,65 +222,40 @@ class ChangeRecorder:
                         type(exc).__name__, len(changes))
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server: _Server
-    timeout = 10  # a silent client frees its thread
     server_version = "hybridops-landing-webhook"
+    max_body = MAX_BODY_BYTES
 
     def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
         hook = self.server.webhook
-        if self.path != NOTIFY_PATH:
-            return self._answer(404, {"error": "not found"})
-        if not hook.authorized(self.headers.get("Authorization", "")):
-            hook.count("rejected")
-            log.warning("landing webhook: POST from %s rejected: missing or wrong token", self.client_address[0])
-            return self._answer(401, {"error": "unauthorized"}, {"WWW-Authenticate": "Bearer"})
+        body = self.authorized_body(NOTIFY_PATH, hook.authorized)
+        if body is None:
+            return None
         try:
-            length = int(self.headers.get("Content-Length", ""))
-        except ValueError:
-            return self._answer(411, {"error": "Content-Length required"})
-        if not 0 <= length <= MAX_BODY_BYTES:
-            return self._answer(413, {"error": f"body over {MAX_BODY_BYTES} bytes"})
-        try:
-            changes = hook.landing.changes(parse_records(self.rfile.read(length)))
+            changes = hook.landing.changes(parse_records(body))
         except BadInputError as exc:
             hook.count("malformed")
             log.warning("landing webhook: malformed notification from %s: %s", self.client_address[0], exc)
-            return self._answer(400, {"error": f"malformed notification: {exc}"})
+            return self.send_json(400, {"error": f"malformed notification: {exc}"})
         hook.count("received")
         if changes:
             try:
                 hook.recorder.submit(changes)
             except HybridopsError as exc:
-                return self._answer(503, {"error": f"change feed unavailable: {type(exc).__name__}"})
-        self._answer(200, {"recorded": len(changes)})
+                return self.send_json(503, {"error": f"change feed unavailable: {type(exc).__name__}"})
+        self.send_json(200, {"recorded": len(changes)})
 
     def do_HEAD(self) -> None:  # noqa: N802 (some MinIO releases probe the endpoint this way)
-        self._answer(200 if self.path == NOTIFY_PATH else 404, None)
+        self.send_json(200 if self.path == NOTIFY_PATH else 404, None)
 
     def do_GET(self) -> None:  # noqa: N802
         if self.path == HEALTH_PATH:
-            return self._answer(200, self.server.webhook.health())
-        self._answer(404, {"error": "not found"})
-
-    def _answer(self, code: int, body: dict | None, headers: dict[str, str] | None = None) -> None:
-        data = b"" if body is None else json.dumps(body).encode()
-        self.send_response(code)
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 (every request would go to stderr)
-        log.debug("landing webhook: " + format, *args)
+            return self.send_json(200, self.server.webhook.health())
+        self.send_json(404, {"error": "not found"})
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 64  # the default backlog of 5 drops parallel senders' connections for a second
+class _Server(LoopbackServer):
     webhook: LandingWebhook
 
 
@@ -296,7 +271,6 @@ class LandingWebhook:
         self._counts = {"received": 0, "rejected": 0, "malformed": 0}
         self._lock = threading.Lock()
         self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     @classmethod
     def for_settings(cls, settings: Settings, token: SecretStr, **options) -> LandingWebhook:
@@ -309,10 +283,13 @@ class LandingWebhook:
 
     @property
     def port(self) -> int:
-        return self._server.server_address[1] if self._server else self.settings.landing_webhook_port
+        return self._server.port if self._server else self.settings.landing_webhook_port
 
     def authorized(self, header: str) -> bool:
-        return hmac.compare_digest(header.encode(), self._expected)
+        if hmac.compare_digest(header.encode(), self._expected):
+            return True
+        self.count("rejected")
+        return False
 
     def count(self, name: str) -> None:
         with self._lock:
@@ -328,18 +305,16 @@ class LandingWebhook:
         """Listen on 127.0.0.1 (the settings' port unless given; 0 picks a free one). OSError if taken."""
         if self._server is not None:
             raise RuntimeError("the landing webhook is already started")
-        self._server = _Server(("127.0.0.1", self.settings.landing_webhook_port if port is None else port), _Handler)
+        self._server = _Server(self.settings.landing_webhook_port if port is None else port, _Handler)
         self._server.webhook = self
         self.recorder.start()
-        self._thread = threading.Thread(target=self._server.serve_forever, name="landing-webhook", daemon=True)
-        self._thread.start()
+        self._server.start("landing-webhook")
         return self
 
     def stop(self) -> None:
         """Stop accepting, then record and announce what was accepted."""
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
         self.recorder.stop()
         self._drain_events()
 
