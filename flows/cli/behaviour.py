@@ -24,47 +24,59 @@ def ask(
     question: str = typer.Argument(..., help="The question to answer from the indexed documents."),
     json_output: bool = JSON_OPTION,
 ) -> None:
-    """Answer from retrieved context with the champion adapter; the interaction is logged for evals/training."""
-    from hybridops.tasks.behaviour.answer import MAX_QUESTION_CHARS, load_answering_model
-    from hybridops.tasks.behaviour.answer import ask as answer_question
-    from hybridops.tasks.behaviour.interactions import InteractionRejected, warm_contract
-    from hybridops.tasks.core.errors import exit_code
+    """Answer from retrieved context with the champion adapter; the interaction is logged for evals/training.
+
+    Answered by the service `hybridops serve` hosts when it is up (models already loaded), else in-process."""
+    from hybridops.flows.orchestration.answer_client import ask_service
+    from hybridops.tasks.behaviour.question import checked_question
 
     cfg = settings()
-    if not question.strip():
-        fail("the question is empty")
-    if len(question.strip()) > MAX_QUESTION_CHARS:
-        fail(f"the question is longer than {MAX_QUESTION_CHARS} characters")
+    question = checked_question(question)
+    with console.status("asking the answering service..."):
+        served = ask_service(cfg, question, note=lambda text: console.print(f"[dim]note: {escape(text)}; "
+                                                                            "answering in-process[/]"))
+    data, log_exit = served if served is not None else _answer_in_process(cfg, question)
+    if served is not None and data.get("warning"):  # in-process, it is shown before answering
+        console.print(f"[bold yellow]warning:[/] {escape(data['warning'])}", highlight=False)
+    if json_output:
+        print_json(data)
+    else:
+        if data["answer"] is None:
+            console.print("[italic](no answer in the documents)[/]")
+        else:  # model text is shown as it is, never read as rich markup
+            console.print(data["answer"], markup=False, highlight=False)
+        console.print(
+            f"[dim]sources: {escape(', '.join(data['sources'])) or '-'} | format_ok: {data['format_ok']} | "
+            f"adapter: {escape(data['adapter'] or 'base')} | {data['latency_ms']:.0f} ms | "
+            f"id: {data['interaction_id']} | {data['answered_by'].replace('_', '-')}[/]"
+        )
+        if data["invalid_sources"]:  # never presented as citations (the JSON lists them as "invalid_sources")
+            console.print(f"[yellow]note:[/] the model cited documents that were not retrieved (ignored): "
+                          f"{escape(', '.join(data['invalid_sources']))}")
+    if log_exit is not None:
+        # the answer above stands either way; a record the contract rejected is quarantined with its reasons
+        # (a warning, exit 0), a store that could not be written is the one error line and sets the exit code
+        label = "[bold yellow]warning:[/]" if log_exit == 0 else "[bold red]error:[/]"
+        console.print(f"{label} the answer was not logged: {escape(data['log_error'] or '')}",
+                      highlight=False, soft_wrap=True)
+        if log_exit:
+            raise typer.Exit(log_exit)
+
+
+def _answer_in_process(cfg, question: str) -> tuple[dict, int | None]:
+    """`ask --json`'s object and the log failure's exit code (0: rejected by the contract; None: none)."""
+    from hybridops.tasks.behaviour.answer import ask as answer_question
+    from hybridops.tasks.behaviour.answer import load_answering_model
+    from hybridops.tasks.behaviour.interactions import warm_contract
+
     warm_contract()  # the interaction contract loads in parallel with the model
     with console.status("loading the champion model..."):
         loaded = load_answering_model(cfg)
     if loaded.warning:  # stderr, so `--json` stdout stays one object (which carries it as "warning")
-        console.print(f"[bold yellow]warning:[/] {loaded.warning}", highlight=False)
+        console.print(f"[bold yellow]warning:[/] {escape(loaded.warning)}", highlight=False)
     with console.status(f"retrieving and answering with {loaded.adapter or 'the base model'}..."):
         answer = answer_question(cfg, question, loaded=loaded)
-    if json_output:
-        print_json(answer.model_dump(mode="json"))
-    else:
-        if answer.answer is None:
-            console.print("[italic](no answer in the documents)[/]")
-        else:  # model text is shown as it is, never read as rich markup
-            console.print(answer.answer, markup=False, highlight=False)
-        console.print(
-            f"[dim]sources: {escape(', '.join(answer.sources)) or '-'} | format_ok: {answer.format_ok} | "
-            f"adapter: {answer.adapter or 'base'} | {answer.latency_ms:.0f} ms | id: {answer.interaction_id}[/]"
-        )
-        if answer.invalid_sources:  # never presented as citations (the JSON lists them as "invalid_sources")
-            console.print(f"[yellow]note:[/] the model cited documents that were not retrieved (ignored): "
-                          f"{escape(', '.join(answer.invalid_sources))}")
-    if answer.log_failure is not None:
-        # the answer above stands either way; a record the contract rejected is quarantined with its reasons
-        # (a warning, exit 0), a store that could not be written is the one error line and sets the exit code
-        rejected = isinstance(answer.log_failure, InteractionRejected)
-        label = "[bold yellow]warning:[/]" if rejected else "[bold red]error:[/]"
-        console.print(f"{label} the answer was not logged: {escape(answer.log_error or '')}",
-                      highlight=False, soft_wrap=True)
-        if not rejected:
-            raise typer.Exit(exit_code(answer.log_failure))
+    return answer.model_dump(mode="json"), answer.log_exit_code
 
 
 @app.command()

@@ -3,7 +3,8 @@
 `serve` exports the settings to the environment (flow runs rebuild them from it), optionally enables warm
 start (flows/orchestration/warm_start.py), registers every deployment with a runner polling every `runner_poll_seconds`, queues a watch-landing run, and runs until SIGTERM.
 Beside the runner it hosts the landing webhook (flows/orchestration/landing_webhook.py) when the landing
-zone is on S3, so bucket notifications reach the change feed while `serve` runs (MinIO queues them otherwise).
+zone is on S3, so bucket notifications reach the change feed while `serve` runs (MinIO queues them otherwise),
+and the answering service (flows/orchestration/answer_service.py), so `hybridops ask` finds the models loaded.
 `pause_on_shutdown=False`: stopping `serve` never pauses schedules or triggers.
 """
 
@@ -34,6 +35,7 @@ def serve(settings: Settings, limit: int = 8, on_ready=lambda names: None, on_ev
     from prefect.runner import Runner
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    from hybridops.flows.orchestration.answer_service import start_answer_service
     from hybridops.flows.orchestration.deployments import deployment_specs, start_watcher
     from hybridops.flows.orchestration.landing_webhook import start_landing_webhook
 
@@ -51,6 +53,7 @@ def serve(settings: Settings, limit: int = 8, on_ready=lambda names: None, on_ev
         for spec in specs:
             runner.add_flow(spec.flow_for(settings), **spec.options(settings))
         webhook = start_landing_webhook(settings, on_event)  # inside temporary_settings: its events reach this server
+        answers = start_answer_service(settings, on_event)
         try:
             start_watcher(settings)
             on_ready([spec.name(settings) for spec in specs])
@@ -59,8 +62,9 @@ def serve(settings: Settings, limit: int = 8, on_ready=lambda names: None, on_ev
             except KeyboardInterrupt:
                 pass
         finally:
-            if webhook is not None:
-                webhook.stop()
+            for server in (webhook, answers):
+                if server is not None:
+                    server.stop()
 
 
 def _stop_soon(runner) -> None:

@@ -87,6 +87,16 @@ class Settings(BaseSettings):
     warm_start: bool = Field(
         True, description="`serve` starts flow runs from a pre-imported process (forkserver): ~1 s instead of ~8 s."
     )
+    answer_service: bool = Field(
+        True, description="`serve` also hosts the answering service on 127.0.0.1 (flows/orchestration/answer_service.py): "
+        "the embedder, base LLM and champion adapter stay loaded and `hybridops ask` answers through it when it is up.")
+    answer_service_port: int = Field(
+        4291, ge=1, le=65535, description="Port of the answering service `hybridops serve` hosts on 127.0.0.1.")
+    answer_service_token: SecretStr | None = Field(
+        None, description="Shared secret (one word) `ask` sends as `Authorization: Bearer <token>` to the answering "
+        "service. Unset: `serve` generates one into $HOME/run/answer-service.token (0600), `ask` reads it.")
+    answer_service_timeout_s: float = Field(
+        120.0, gt=0, description="How long `ask` waits for the answering service's reply before answering in-process.")
     watch_poll_seconds: float = Field(0.5, gt=0, description="How often watch-landing lists the landing zone.")
     watch_mode: str = Field(
         "notify", pattern=r"^(notify|poll)$", description="notify: a folder landing zone is watched through "
