@@ -23,12 +23,10 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from hybridops.flows.cli.progress import rich_reporter
 from hybridops.flows.orchestration.deployments import deployment_specs, spec_for
-from hybridops.flows.orchestration.run_control import (
-    start_run,
-    wait_for_new_run,
-    wait_for_run,
-)
+from hybridops.flows.orchestration.run_control import RunInfo, start_run, wait_for_new_run
+from hybridops.flows.orchestration.run_progress import follow_run
 from hybridops.flows.orchestration.serving import ServeProcess, exit_on_sigterm
 from hybridops.infra.services import up
 from hybridops.tasks.behaviour.adapters import champion, list_versions
@@ -101,6 +99,12 @@ class Story:
             facts["seconds"] = round(time.perf_counter() - started, 1)
             self.steps.append(facts)
         self.console.print(f"[green]done[/] in {facts['seconds']} s")
+
+    def follow(self, run: RunInfo, doing: str, timeout: float) -> RunInfo:
+        """Wait for a flow run, showing its progress artifacts live (steps, loss, ETA, cases done)."""
+        with rich_reporter(console=self.console) as bars:
+            bars.stage(f"{run.name}: {doing} (progress from the run's Prefect artifacts)")
+            return follow_run(self.cfg, run.id, bars.show, timeout)
 
     def fail(self, message: str) -> None:
         raise DemoFailed(message, self.steps)
@@ -202,8 +206,7 @@ class Story:
                        "champion; every failing case is routed: missing document, retrieval miss, retrieval noise or behaviour.") as f:
             started = _now()  # the drift event (and so the retrain run) comes before the eval run is final
             run = start_run(self.cfg, _spec(self.cfg, "evaluate-behaviour").full_name(self.cfg))
-            with self.console.status(f"{run.name}: answering the suite (a few minutes on CPU)..."):
-                run = wait_for_run(self.cfg, run.id, timeout=1200)
+            run = self.follow(run, "answering the suite", timeout=1200)
             if run.state != "COMPLETED":
                 self.fail(f"evaluate-behaviour run {run.name} ended {run.state}: {run.state_message}")
             record = load_history(self.cfg, limit=1)[-1]
@@ -228,8 +231,9 @@ class Story:
         with self.step("Retrain starts by event", "hybridops.behaviour.drift triggers retrain-adapter: LoRA "
                        "challenger, same held-out suite for challenger and champion, promote only if better.") as f:
             full = _spec(self.cfg, "retrain-adapter").full_name(self.cfg)
-            with self.console.status("training a LoRA challenger and comparing it with the champion..."):
-                run = wait_for_new_run(self.cfg, full, since, timeout=2700, created_by="AUTOMATION")
+            with self.console.status("waiting for retrain-adapter to be started by the drift event..."):
+                run = wait_for_new_run(self.cfg, full, since, timeout=600, final=False, created_by="AUTOMATION")
+            run = self.follow(run, "training a LoRA challenger and comparing it with the champion", timeout=2700)
             f.update(_run_facts(run, since))
             if run.state != "COMPLETED":
                 self.fail(f"retrain-adapter run {run.name} ended {run.state}: {run.state_message}")

@@ -67,8 +67,10 @@ def run_command(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Start a run of a served deployment by hand (as the UI's Run button does)."""
+    from hybridops.flows.cli.progress import rich_reporter
     from hybridops.flows.orchestration.deployments import spec_for
-    from hybridops.flows.orchestration.run_control import start_run, wait_for_run
+    from hybridops.flows.orchestration.run_control import start_run
+    from hybridops.flows.orchestration.run_progress import follow_run
 
     cfg = settings()
     try:
@@ -79,9 +81,10 @@ def run_command(
     try:
         run = start_run(cfg, spec.full_name(cfg), parameters)
         console.print(f"started {run.name} of {spec.full_name(cfg)}: {run.url}")
-        if wait:
-            with console.status(f"waiting for {run.name}..."):
-                run = wait_for_run(cfg, run.id, timeout)
+        if wait:  # the run's own progress bars (steps, loss, ETA, cases done), read from its artifacts
+            with rich_reporter() as bars:
+                bars.stage(f"waiting for {run.name}...")
+                run = follow_run(cfg, run.id, bars.show, timeout)
     except (OSError, RuntimeError, TimeoutError) as exc:
         fail(f"{exc} (is `hybridops serve` running against {cfg.prefect_api_url}?)")
     if json_output:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -89,11 +89,14 @@ def read_run(settings: Settings, run_id: UUID) -> RunInfo:
         return run_info(settings, client.read_flow_run(run_id))
 
 
-def wait_for_run(settings: Settings, run_id: UUID, timeout: float = 3600, poll: float = 0.5) -> RunInfo:
-    """Poll until the run reaches a final state; TimeoutError after `timeout` seconds."""
+def wait_for_run(settings: Settings, run_id: UUID, timeout: float = 3600, poll: float = 0.5,
+                 on_poll: Callable[[RunInfo], None] | None = None) -> RunInfo:
+    """Poll until the run reaches a final state (`on_poll` sees every state read); TimeoutError after `timeout` s."""
     deadline = time.monotonic() + timeout
     while True:
         info = read_run(settings, run_id)
+        if on_poll is not None:
+            on_poll(info)
         if info.final:
             return info
         if time.monotonic() > deadline:

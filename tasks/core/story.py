@@ -9,6 +9,7 @@ writes progress artifacts. So both paths do exactly the same work.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
@@ -38,3 +39,32 @@ class QuietReporter:
 
     def progress(self, label: str, done: int, total: int | None, info: str = "") -> None:
         pass
+
+
+class Eta:
+    """Remaining time of each progress label at the rate seen since its first report (what reporters show)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self._first: dict[str, tuple[float, int]] = {}
+
+    def annotate(self, label: str, done: int, total: int | None, info: str = "") -> str:
+        """`info` with 'ETA 3m05s' after it, once a rate is known (and until done)."""
+        now = self._clock()
+        first = self._first.get(label)
+        if first is None or done < first[1]:  # a label seen for the first time, or started over
+            self._first[label] = first = (now, done)
+        if not total or done >= total or done <= first[1] or now <= first[0]:
+            return info
+        rate = (done - first[1]) / (now - first[0])
+        return ", ".join(part for part in (info, f"ETA {duration_text((total - done) / rate)}") if part)
+
+
+def duration_text(seconds: float) -> str:
+    """42s, 3m05s, 1h02m."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
