@@ -10,13 +10,12 @@ prefix) to the bucket's configuration and keeps the other namespaces' entries.
 
 from __future__ import annotations
 
-import os
 import re
-import secrets
 from pathlib import Path
 
 from pydantic import SecretStr
 
+from hybridops.infra.local_secrets import create_secret_file
 from hybridops.tasks.core.errors import BadInputError, ServiceUnavailableError
 from hybridops.tasks.core.settings import Settings
 
@@ -62,14 +61,7 @@ def ensure_webhook_token(settings: Settings) -> SecretStr:
     existing = webhook_token(settings)
     if existing is not None:
         return existing
-    path = token_file(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another `up` won the race: use its token
-        return webhook_token(settings)
-    with os.fdopen(fd, "w") as out:
-        out.write(secrets.token_urlsafe(32) + "\n")
+    create_secret_file(token_file(settings))
     return webhook_token(settings)
 
 

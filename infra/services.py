@@ -51,9 +51,13 @@ class Service:
     version: Callable[[], str] = lambda: ""
     marker: str = ""  # a string the process command line must contain for us to own it
     secret_env: Callable[[], dict[str, str]] = dict  # resolved only when starting: never held, never in argv
+    probe: Callable[[], bool] | None = None  # health for a service that does not speak HTTP (PostgreSQL)
+    stop_signal: int = signal.SIGTERM  # what `down` sends first (PostgreSQL: SIGINT, its fast shutdown)
+    cwd: Path | None = None  # working folder (default $HYBRIDOPS_HOME)
+    folders: tuple[Path, ...] = ()  # created before it starts (MinIO's drives)
 
 
-def _http_get(url: str, timeout: float = 3.0, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+def http_get(url: str, timeout: float = 3.0, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     request = urllib.request.Request(url, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -64,7 +68,7 @@ def _http_get(url: str, timeout: float = 3.0, headers: dict[str, str] | None = N
         return 0, b""
 
 
-def _weaviate_headers(settings: Settings) -> dict[str, str]:
+def weaviate_headers(settings: Settings) -> dict[str, str]:
     if settings.weaviate_api_key:
         return {"Authorization": f"Bearer {settings.weaviate_api_key.get_secret_value()}"}
     return {}
@@ -82,19 +86,24 @@ def weaviate_ports(settings: Settings) -> dict[str, int]:
 
 
 def weaviate_service(settings: Settings) -> Service:
-    ports = weaviate_ports(settings)
+    """The embedded topology's single node: a raft cluster of one."""
+    node = f"{settings.namespace}-node1"
+    return weaviate_node(settings, "weaviate", settings.weaviate_url, weaviate_ports(settings),
+                         {"RAFT_BOOTSTRAP_EXPECT": "1", "RAFT_JOIN": node, "CLUSTER_HOSTNAME": node})
+
+
+def weaviate_node(settings: Settings, name: str, url: str, ports: dict[str, int], cluster: dict[str, str]) -> Service:
+    """One weaviate-server process on 127.0.0.1 with its data under data/<name>; `cluster` says which raft
+    cluster it forms or joins (its node name among them)."""
     env = {
-        "PERSISTENCE_DATA_PATH": str(settings.home / "data" / "weaviate"),
+        "PERSISTENCE_DATA_PATH": str(settings.home / "data" / name),
         "DEFAULT_VECTORIZER_MODULE": "none",
         "ENABLE_MODULES": "",
         "GRPC_PORT": str(ports["grpc"]),
-        "CLUSTER_HOSTNAME": f"{settings.namespace}-node1",  # fixed across restarts, or the raft state is lost
         "CLUSTER_GOSSIP_BIND_PORT": str(ports["gossip"]),
         "CLUSTER_DATA_BIND_PORT": str(ports["data"]),
         "RAFT_PORT": str(ports["raft"]),
-        "RAFT_INTERNAL_RPC_PORT": str(ports["raft_rpc"]),
-        "RAFT_BOOTSTRAP_EXPECT": "1",
-        "RAFT_JOIN": f"{settings.namespace}-node1",
+        "RAFT_INTERNAL_RPC_PORT": str(ports["raft_rpc"]),  # raft + 1: how local nodes find each other's
         "CLUSTER_IN_LOCALHOST": "true",
         "CLUSTER_ADVERTISE_ADDR": "127.0.0.1",
         "CLUSTER_BIND_ADDR": "127.0.0.1",  # gossip on loopback (gRPC and the data port have no bind setting in 1.35)
@@ -102,7 +111,7 @@ def weaviate_service(settings: Settings) -> Service:
         "GO_PROFILING_DISABLE": "true",
         "LOG_LEVEL": "warning",
         "QUERY_DEFAULTS_LIMIT": "25",
-    }
+    } | cluster  # CLUSTER_HOSTNAME in it: fixed across restarts, or the raft state is lost
     if settings.weaviate_api_key:
         env |= {
             "AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED": "false",
@@ -114,12 +123,12 @@ def weaviate_service(settings: Settings) -> Service:
         env["AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED"] = "true"
 
     def version() -> str:
-        status, body = _http_get(f"{settings.weaviate_url}/v1/meta", headers=_weaviate_headers(settings))
+        status, body = http_get(f"{url}/v1/meta", headers=weaviate_headers(settings))
         return json.loads(body).get("version", "") if status == 200 else ""
 
     return Service(
-        name="weaviate",
-        url=settings.weaviate_url,
+        name=name,
+        url=url,
         health_path="/v1/.well-known/ready",
         ports=ports,
         command=lambda: [
@@ -131,16 +140,20 @@ def weaviate_service(settings: Settings) -> Service:
     )
 
 
-def minio_service(settings: Settings) -> Service:
+def minio_service(settings: Settings, drives: int = 1) -> Service:
+    """One MinIO process: over one folder, or erasure-coded over `drives` folders data/minio-erasure/drive1..N
+    (MinIO expands the `{1...N}` itself; with 4 drives any one may be lost)."""
     ports = {"api": settings.s3_port, "console": settings.s3_console_port}
-    data_dir = settings.home / "data" / "minio"
+    data_dir = settings.home / "data" / ("minio" if drives == 1 else "minio-erasure")
+    volumes = str(data_dir) if drives == 1 else f"{data_dir}/drive{{1...{drives}}}"
     return Service(
         name="s3",
         url=settings.s3_endpoint or "",
-        health_path="/minio/health/live",
+        health_path="/minio/health/live" if drives == 1 else "/minio/health/cluster",  # erasure sets up: write quorum
+        folders=tuple(data_dir / f"drive{n}" for n in range(1, drives + 1)) if drives > 1 else (),
         ports=ports,
         command=lambda: [
-            str(ensure_binary(MINIO)), "server", str(data_dir),
+            str(ensure_binary(MINIO)), "server", volumes,
             "--address", f"127.0.0.1:{ports['api']}", "--console-address", f"127.0.0.1:{ports['console']}",
         ],
         env={
@@ -148,7 +161,10 @@ def minio_service(settings: Settings) -> Service:
             "MINIO_ROOT_PASSWORD": settings.minio_root_credentials()[1],
             "MINIO_UPDATE": "off",
             "MINIO_BROWSER_REDIRECT": "off",
-        } | minio_target_env(settings, data_dir),  # bucket notifications -> the webhook `serve` hosts
+        } | minio_target_env(settings, data_dir)  # bucket notifications -> the webhook `serve` hosts
+        # MinIO refuses erasure drives on the root disk; these folders all are. Here the erasure code survives a
+        # lost folder, not a lost disk: give each drive its own disk in production.
+        | ({"MINIO_ROOTDRIVE_THRESHOLD_SIZE": "1B"} if drives > 1 else {}),
         version=lambda: f"minio@{MINIO.version}",
         marker="minio",
         secret_env=lambda: {TOKEN_VAR: ensure_webhook_token(settings).get_secret_value()},
@@ -160,7 +176,7 @@ def prefect_service(settings: Settings) -> Service:
     base = settings.prefect_api_url.removesuffix("/").removesuffix("/api")
 
     def version() -> str:
-        status, body = _http_get(f"{base}/api/admin/version")
+        status, body = http_get(f"{base}/api/admin/version")
         return json.loads(body) if status == 200 else ""
 
     return Service(
@@ -218,6 +234,11 @@ def _owned_pid(settings: Settings, service: Service) -> int | None:
     return pid
 
 
+def is_running(settings: Settings, service: Service) -> bool:
+    """`up` started this service and its process is still the one it started."""
+    return _owned_pid(settings, service) is not None
+
+
 def port_in_use(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -229,8 +250,10 @@ def port_in_use(port: int) -> bool:
 
 
 def healthy(service: Service, settings: Settings) -> bool:
-    headers = _weaviate_headers(settings) if service.name == "weaviate" else None
-    status, _ = _http_get(service.url.rstrip("/") + service.health_path, headers=headers)
+    if service.probe is not None:
+        return service.probe()
+    headers = weaviate_headers(settings) if service.name.startswith("weaviate") else None
+    status, _ = http_get(service.url.rstrip("/") + service.health_path, headers=headers)
     return status == 200
 
 
@@ -248,11 +271,13 @@ def _start(settings: Settings, service: Service) -> subprocess.Popen:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     (settings.home / "data" / service.name).mkdir(parents=True, exist_ok=True)
+    for folder in service.folders:
+        folder.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **service.env, **service.secret_env()}
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             service.command(), env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            cwd=settings.home, start_new_session=True,  # its own process group: `down` stops its children too
+            cwd=service.cwd or settings.home, start_new_session=True,  # its own process group: `down` stops its children too
         )
     _pid_file(settings, service).write_text(f"{process.pid}\n")
     return process
@@ -267,33 +292,61 @@ def _log_tail(settings: Settings, service: Service, lines: int = 15) -> str:
 
 def up(settings: Settings, timeout: float = 180.0, on_event: Callable[[str], None] = lambda _: None) -> dict:
     """Start every local service not already running; wait until all are healthy."""
+    report = start_services(settings, local_services(settings), timeout, on_event)
+    prepare_storage(settings, on_event)
+    return report
+
+
+def start_services(settings: Settings, services: list[Service], timeout: float = 180.0,
+                   on_event: Callable[[str], None] = lambda _: None) -> dict:
+    """Start those of `services` not already running, all at once; wait until each is healthy."""
+    report, launched = launch(settings, services, on_event)
+    return report | await_healthy(settings, launched, timeout, on_event)
+
+
+Launched = dict[str, tuple[Service, subprocess.Popen, float]]
+"""Processes just started, by service name: (service, process, start time)."""
+
+
+def launch(settings: Settings, services: list[Service],
+           on_event: Callable[[str], None] = lambda _: None) -> tuple[dict, Launched]:
+    """Start those of `services` not already running without waiting for them: (report of the running ones,
+    the started ones for await_healthy). Every port is checked before anything starts, so a refusal leaves
+    nothing behind."""
     settings.home.mkdir(parents=True, exist_ok=True)
-    started: dict[str, tuple[Service, subprocess.Popen, float]] = {}
     report: dict[str, dict] = {}
     pending = []
-    for service in local_services(settings):
+    for service in services:
         if _owned_pid(settings, service) is not None:
             report[service.name] = {"action": "already running"}
         else:
-            _check_ports_free(service)  # all checked before anything starts: a refusal leaves nothing behind
+            _check_ports_free(service)
             pending.append(service)
+    launched: Launched = {}
     for service in pending:
-        started[service.name] = (service, _start(settings, service), time.monotonic())
+        launched[service.name] = (service, _start(settings, service), time.monotonic())
         on_event(f"starting {service.name} on {service.url}")
+    return report, launched
+
+
+def await_healthy(settings: Settings, launched: Launched, timeout: float = 180.0,
+                  on_event: Callable[[str], None] = lambda _: None) -> dict:
+    """Wait until every launched process is healthy (each timed from its own start); raise on an exit or timeout."""
+    report: dict[str, dict] = {}
+    waiting = dict(launched)
     deadline = time.monotonic() + timeout
-    while started:  # poll all at once so each start time is its own
-        for name, (service, process, t0) in list(started.items()):
+    while waiting:
+        for name, (service, process, t0) in list(waiting.items()):
             if healthy(service, settings):
                 report[name] = {"action": "started", "seconds": round(time.monotonic() - t0, 2), "pid": process.pid}
                 on_event(f"{name} healthy in {report[name]['seconds']} s")
-                del started[name]
+                del waiting[name]
             elif process.poll() is not None:
                 _pid_file(settings, service).unlink(missing_ok=True)
                 raise ServiceError(f"{name} exited with code {process.returncode}:\n{_log_tail(settings, service)}")
             elif time.monotonic() > deadline:
                 raise ServiceError(f"{name} not healthy after {timeout:.0f} s:\n{_log_tail(settings, service)}")
         time.sleep(0.2)
-    prepare_storage(settings, on_event)
     return report
 
 
@@ -318,24 +371,28 @@ def prepare_storage(settings: Settings, on_event: Callable[[str], None] = lambda
             on_event(f"bucket notifications for {settings.landing_uri}: {outcome}")
 
 
-def down(settings: Settings, timeout: float = 30.0) -> dict:
-    """Stop exactly what `up` started (by PID file), gracefully first, then by force."""
+def down(settings: Settings, timeout: float = 30.0, services: list[Service] | None = None) -> dict:
+    """Stop exactly what `up` started (by PID file), gracefully first, then by force; in the order given."""
     report: dict[str, dict] = {}
-    for service in local_services(settings):
-        pid = _owned_pid(settings, service)
-        if pid is None:
-            report[service.name] = {"action": "not running"}
-            continue
-        _signal_group(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        forced = _alive(pid)
-        if forced:
-            _signal_group(pid, signal.SIGKILL)
-        _pid_file(settings, service).unlink(missing_ok=True)
-        report[service.name] = {"action": "stopped", "pid": pid, "forced": forced}
+    for service in local_services(settings) if services is None else services:
+        report[service.name] = stop_service(settings, service, timeout)
     return report
+
+
+def stop_service(settings: Settings, service: Service, timeout: float = 30.0) -> dict:
+    """Stop one service `up` started (nothing when its PID file names no process of ours)."""
+    pid = _owned_pid(settings, service)
+    if pid is None:
+        return {"action": "not running"}
+    _signal_group(pid, service.stop_signal)
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    forced = _alive(pid)
+    if forced:
+        _signal_group(pid, signal.SIGKILL)
+    _pid_file(settings, service).unlink(missing_ok=True)
+    return {"action": "stopped", "pid": pid, "forced": forced}
 
 
 def _signal_group(pid: int, sig: int) -> None:
@@ -357,20 +414,20 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def status(settings: Settings) -> dict:
+def status(settings: Settings, services: list[Service] | None = None) -> dict:
     """Health, URL and version of each service, managed by hybridops or not."""
-    services: dict[str, dict] = {}
-    for service in local_services(settings):
+    report: dict[str, dict] = {}
+    for service in local_services(settings) if services is None else services:
         is_healthy = healthy(service, settings)
-        services[service.name] = {
+        report[service.name] = {
             "healthy": is_healthy,
             "url": service.url,
             "version": service.version() if is_healthy else "",
             "managed_pid": _owned_pid(settings, service),
         }
     if not settings.s3_endpoint:
-        services["s3"] = {"healthy": _aws_bucket_reachable(settings), "url": "aws", "version": "aws-s3"}
-    return {"services": services, "landing_webhook": landing_webhook_status(settings), "home": str(settings.home)}
+        report["s3"] = {"healthy": _aws_bucket_reachable(settings), "url": "aws", "version": "aws-s3"}
+    return {"services": report, "landing_webhook": landing_webhook_status(settings), "home": str(settings.home)}
 
 
 def landing_webhook_status(settings: Settings) -> dict:
@@ -380,7 +437,7 @@ def landing_webhook_status(settings: Settings) -> dict:
     info: dict = {"port": settings.landing_webhook_port, "url": webhook_url(settings)}
     if not settings.landing_uri.startswith("s3://"):
         return info | {"state": "off", "reason": "the landing zone is a folder"}
-    code, body = _http_get(webhook_url(settings, HEALTH_PATH), timeout=1.0)
+    code, body = http_get(webhook_url(settings, HEALTH_PATH), timeout=1.0)
     if code != 200:
         return info | {"state": "down"}
     try:

@@ -24,6 +24,20 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
+# Opt-in (`bash infra/setup.sh --production` or HYBRIDOPS_TOPOLOGY=production): PostgreSQL from the OS packages
+# for `hybridops up --topology production` (infra/postgres.py runs its own cluster; the package's may also start).
+if [ "${1:-}" = "--production" ] || [ "${HYBRIDOPS_TOPOLOGY:-}" = production ]; then
+  if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      echo "==> PostgreSQL (apt-get install postgresql, for the production topology)"
+      apt-get install -y -qq postgresql >/dev/null || { apt-get update -qq && apt-get install -y -qq postgresql >/dev/null; }
+    else
+      echo "the production topology needs PostgreSQL: run 'sudo apt-get install postgresql' (or your OS's package)" >&2
+      exit 1
+    fi
+  fi
+fi
+
 echo "==> server binaries (built once with Go, cached in ~/.cache/hybridops/bin)"
 "$VENV/bin/python" -m hybridops.infra.binaries
 

@@ -7,30 +7,47 @@ from rich.table import Table
 
 from hybridops.flows.cli import app
 from hybridops.flows.cli.common import JSON_OPTION, console, print_json, settings
+from hybridops.tasks.core.errors import BadInputError
+
+
+TOPOLOGY_OPTION = typer.Option(
+    None, "--topology", help="embedded (one process per service) or production (Prefect on PostgreSQL with a work "
+    "pool and workers, a 3-node Weaviate cluster, erasure-coded MinIO; see infra/PRODUCTION.md). Default: the "
+    "topology `up` started, else HYBRIDOPS_TOPOLOGY (embedded).")
+
+
+def _topology_settings(topology: str | None):
+    from hybridops.infra.topology import resolve
+
+    if topology not in (None, "embedded", "production"):
+        raise BadInputError(f"--topology must be embedded or production, not {topology!r}")
+    return resolve(settings(), topology)
 
 
 @app.command()
-def up(json_output: bool = JSON_OPTION) -> None:
+def up(topology: str | None = TOPOLOGY_OPTION, json_output: bool = JSON_OPTION) -> None:
     """Install (once) and start Prefect server, Weaviate and MinIO on 127.0.0.1; a second `up` is a no-op."""
-    from hybridops.infra.services import up as start_stack
+    from hybridops.infra.topology import up as start_stack
 
-    cfg = settings()
-    with console.status("starting the local stack (first run builds Weaviate and MinIO with Go)..."):
+    cfg = _topology_settings(topology)
+    with console.status(f"starting the local stack, {cfg.topology} topology (first run builds Weaviate and MinIO "
+                        "with Go)..."):
         report = start_stack(cfg, on_event=lambda msg: console.log(msg))
     if json_output:
-        print_json({"services": report})
+        print_json({"topology": cfg.topology, "services": report})
     else:
         for name, info in report.items():
-            console.print(f"{name}: {info['action']}" + (f" in {info['seconds']} s" if "seconds" in info else ""))
+            if isinstance(info, dict) and "action" in info:
+                console.print(f"{name}: {info['action']}" + (f" in {info['seconds']} s" if "seconds" in info else ""))
         console.print(f"Prefect UI: {cfg.prefect_api_url.removesuffix('/api')}")
 
 
 @app.command()
-def down(json_output: bool = JSON_OPTION) -> None:
+def down(topology: str | None = TOPOLOGY_OPTION, json_output: bool = JSON_OPTION) -> None:
     """Stop exactly the processes `hybridops up` started (nothing else)."""
-    from hybridops.infra.services import down as stop_stack
+    from hybridops.infra.topology import down as stop_stack
 
-    report = stop_stack(settings())
+    report = stop_stack(_topology_settings(topology))
     if json_output:
         print_json({"services": report})
     else:
@@ -39,12 +56,12 @@ def down(json_output: bool = JSON_OPTION) -> None:
 
 
 @app.command()
-def status(json_output: bool = JSON_OPTION) -> None:
-    """Health, URL and version of each service (and whether `serve` hosts the landing webhook); exits
-    non-zero when any service is unhealthy (the webhook, up only while `serve` runs, does not count)."""
-    from hybridops.infra.services import status as stack_status
+def status(topology: str | None = TOPOLOGY_OPTION, json_output: bool = JSON_OPTION) -> None:
+    """Health, URL and version of each service, node and worker (and whether `serve` hosts the landing webhook);
+    exits non-zero when any is unhealthy (the webhook, up only while `serve` runs, does not count)."""
+    from hybridops.infra.topology import status as stack_status
 
-    report = stack_status(settings())
+    report = stack_status(_topology_settings(topology))
     if json_output:
         print_json(report)
     else:

@@ -59,6 +59,32 @@ class Settings(BaseSettings):
     weaviate_cluster_port: int = Field(
         7946, description="First of four ports a local Weaviate node uses internally (gossip, data, raft, raft rpc)."
     )
+    weaviate_replication_factor: int | None = Field(
+        None, ge=1, description="Replicas of each index generation. Unset: 1 (embedded topology), weaviate_nodes "
+        "(production topology).")
+    weaviate_consistency: str = Field(
+        "QUORUM", pattern=r"^(ONE|QUORUM|ALL)$", description="Consistency level of hybridops' reads and writes on "
+        "replicated collections (replication factor > 1): QUORUM acknowledges 2 of 3 replicas, so one node may be "
+        "down and every read still overlaps every write (R + W > N).")
+
+    # Production topology on one machine (`hybridops up --topology production`, infra/topology.py)
+    topology: str = Field(
+        "embedded", pattern=r"^(embedded|production)$", description="embedded: one process per service; production: "
+        "Prefect on PostgreSQL with a work pool and workers, a Weaviate cluster, erasure-coded MinIO.")
+    weaviate_nodes: int = Field(3, ge=1, description="Weaviate nodes of the production topology (node 1 answers on "
+                                "weaviate_url; the others on ports from weaviate_peer_port).")
+    weaviate_peer_port: int = Field(
+        7960, ge=1, le=65535, description="First of six ports per further Weaviate node of the production topology "
+        "(http, grpc, gossip, data, raft, raft rpc).")
+    minio_drives: int = Field(4, ge=4, le=16, description="Drive folders of the production topology's erasure-coded "
+                              "MinIO (4: any one may be lost).")
+    postgres_port: int = Field(5433, ge=1, le=65535, description="PostgreSQL of the production topology (127.0.0.1).")
+    postgres_password: SecretStr | None = Field(
+        None, description="Password of the Prefect database role. Unset: `up` generates one into "
+        "$HOME/run/postgres-prefect.secret (0600).")
+    workers: int = Field(2, ge=1, description="`prefect worker` processes of the production topology.")
+    worker_health_port: int = Field(
+        4211, ge=1, le=65535, description="First of `workers` ports for the workers' health endpoints (127.0.0.1).")
 
     # S3 (MinIO locally, AWS in production: set s3_endpoint to empty)
     s3_endpoint: str | None = "http://127.0.0.1:9000"
@@ -311,6 +337,18 @@ class Settings(BaseSettings):
         access = self.s3_access_key.get_secret_value() if self.s3_access_key else LOCAL_MINIO_ACCESS_KEY
         secret = self.s3_secret_key.get_secret_value() if self.s3_secret_key else LOCAL_MINIO_SECRET_KEY
         return access, secret
+
+    @property
+    def weaviate_replicas(self) -> int:
+        """Replication factor of new index generations: the setting, else one per node of the topology."""
+        if self.weaviate_replication_factor is not None:
+            return self.weaviate_replication_factor
+        return self.weaviate_nodes if self.topology == "production" else 1
+
+    @property
+    def work_pool_name(self) -> str:
+        """The process work pool the production topology's workers poll."""
+        return self.work_pool or f"{self.namespace}-process"
 
     @property
     def prefect_port(self) -> int:

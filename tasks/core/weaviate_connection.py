@@ -1,4 +1,8 @@
-"""Connecting to Weaviate with the settings' URL, gRPC port and optional API key."""
+"""Connecting to Weaviate with the settings' URL, gRPC port and optional API key.
+
+With replicated collections (settings.weaviate_replicas > 1) every collection handle the client gives out reads
+and writes at settings.weaviate_consistency, so no caller has to remember it.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from contextlib import contextmanager
 from urllib.parse import urlparse
 
 import weaviate
+from weaviate.classes.config import ConsistencyLevel
 from weaviate.classes.init import AdditionalConfig, Auth, Timeout
 
 from hybridops.tasks.core.settings import Settings
@@ -17,7 +22,7 @@ def connect(settings: Settings):
     url = urlparse(settings.weaviate_url)
     secure = url.scheme == "https"
     auth = Auth.api_key(settings.weaviate_api_key.get_secret_value()) if settings.weaviate_api_key else None
-    return weaviate.connect_to_custom(
+    client = weaviate.connect_to_custom(
         http_host=url.hostname or "127.0.0.1",
         http_port=url.port or (443 if secure else 80),
         http_secure=secure,
@@ -28,6 +33,26 @@ def connect(settings: Settings):
         additional_config=AdditionalConfig(timeout=Timeout(init=10, query=60, insert=120)),
         skip_init_checks=False,
     )
+    if settings.weaviate_replicas > 1:
+        client.collections = _AtConsistency(client.collections, ConsistencyLevel(settings.weaviate_consistency))
+    return client
+
+
+class _AtConsistency:
+    """`client.collections` whose handles (`use`, `get`) carry one consistency level; the rest passes through."""
+
+    def __init__(self, collections, level: ConsistencyLevel):
+        self._collections = collections
+        self._level = level
+
+    def use(self, *args, **kwargs):
+        return self._collections.use(*args, **kwargs).with_consistency_level(self._level)
+
+    def get(self, *args, **kwargs):
+        return self._collections.get(*args, **kwargs).with_consistency_level(self._level)
+
+    def __getattr__(self, name: str):
+        return getattr(self._collections, name)
 
 
 @contextmanager

@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import re
 import uuid
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
-from weaviate.classes.config import Configure, DataType, Property, Tokenization
+from weaviate.classes.config import Configure, DataType, Property, ReplicationDeletionStrategy, Tokenization
 from weaviate.classes.query import Filter
 
 from hybridops.tasks.core.errors import HybridopsError
@@ -225,8 +226,21 @@ def create_generation(
         properties=_property_config(),
         vector_config=Configure.Vectors.self_provided(),
         inverted_index_config=Configure.inverted_index(bm25_b=0.75, bm25_k1=1.2),
+        replication_config=_replication_config(settings),
     )
     return gen
+
+
+def _replication_config(settings: Settings):
+    """None for one replica (the server's default). Several: async replication repairs a replica that was down
+    (Weaviate 1.35 still needs it asked for; the client flags the field as deprecated for servers >= 1.38, where
+    it is always on), and the newest write wins a conflict between a deletion and an update."""
+    if settings.weaviate_replicas <= 1:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return Configure.replication(factor=settings.weaviate_replicas, async_enabled=True,
+                                     deletion_strategy=ReplicationDeletionStrategy.TIME_BASED_RESOLUTION)
 
 
 def save_generation(client, gen: Generation) -> None:

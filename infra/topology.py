@@ -1,0 +1,233 @@
+"""Which processes `hybridops up` runs: the embedded topology (one process per service, infra/services.py) or
+the production one, on one machine with the same binaries:
+
+1. `postgres`: PostgreSQL from the OS packages, its own cluster, a role and database for Prefect, the migrations
+   (infra/postgres.py);
+2. `prefect` on that database; `weaviate-1..N`: one raft cluster (every collection replicated
+   `weaviate_replicas` times, reads and writes at `weaviate_consistency`); `s3`: MinIO erasure-coded over
+   `minio_drives` folders;
+3. the bucket, then a process work pool with every deployment registered against it (infra/work_pool.py);
+4. `worker-1..W`: `prefect worker` processes running the flow runs.
+
+`up` records the topology in $HOME/run/topology; `status` and `down` use the recorded one (so `down` stops
+exactly what `up` started, in the reverse order), and `up` refuses to start one topology over the other.
+Clients reach the cluster through node 1 (`weaviate_url`); Weaviate routes each request to the replicas, so
+nodes 2..N may fail, node 1 is the single entry point locally (a Kubernetes Service spreads it in production).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from hybridops.infra import postgres, work_pool
+from hybridops.infra.services import (
+    Service,
+    ServiceError,
+    await_healthy,
+    free_port,
+    free_port_block,
+    http_get,
+    is_running,
+    launch,
+    local_services,
+    minio_service,
+    port_in_use,
+    prepare_storage,
+    private_stack_settings,
+    start_services,
+    weaviate_node,
+    weaviate_headers,
+    weaviate_ports,
+)
+from hybridops.infra.services import down as stop_services
+from hybridops.infra.services import status as services_status
+from hybridops.tasks.core.errors import ConflictError
+from hybridops.tasks.core.settings import Settings
+
+EMBEDDED, PRODUCTION = "embedded", "production"
+PEER_PORTS = ("http", "grpc", "gossip", "data", "raft", "raft_rpc")
+ASYNC_REPLICATION_FREQUENCY = "5s"
+"""How often a replica compares its hash tree with the others (Weaviate's default: 30 s). Also triggered at once
+when a node comes back."""
+
+OnEvent = Callable[[str], None]
+
+
+# --- which topology ------------------------------------------------------------------------------
+
+
+def _record(settings: Settings) -> Path:
+    return settings.run_dir / "topology"
+
+
+def recorded_topology(settings: Settings) -> str | None:
+    try:
+        return _record(settings).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def resolve(settings: Settings, topology: str | None = None) -> Settings:
+    """The settings with the topology in force: the one asked for, else the one `up` recorded, else the setting."""
+    chosen = topology or recorded_topology(settings) or settings.topology
+    return settings if chosen == settings.topology else settings.model_copy(update={"topology": chosen})
+
+
+# --- the production topology's services ----------------------------------------------------------
+
+
+def weaviate_node_ports(settings: Settings, node: int) -> dict[str, int]:
+    """Node 1 keeps the embedded node's ports; node n > 1 has six from weaviate_peer_port."""
+    if node == 1:
+        return weaviate_ports(settings)
+    base = settings.weaviate_peer_port + len(PEER_PORTS) * (node - 2)
+    return {label: base + offset for offset, label in enumerate(PEER_PORTS)}
+
+
+def _node_name(settings: Settings, node: int) -> str:
+    return f"{settings.namespace}-node{node}"
+
+
+def weaviate_cluster_node(settings: Settings, node: int, join: list[str] = ()) -> Service:
+    """Node `node` of the cluster; `join`: gossip addresses of running nodes to join (none: the founder)."""
+    nodes = range(1, settings.weaviate_nodes + 1)
+    ports = weaviate_node_ports(settings, node)
+    url = settings.weaviate_url if node == 1 else f"http://127.0.0.1:{ports['http']}"
+    cluster = {
+        "CLUSTER_HOSTNAME": _node_name(settings, node),
+        "RAFT_BOOTSTRAP_EXPECT": str(settings.weaviate_nodes),
+        "RAFT_JOIN": ",".join(f"{_node_name(settings, n)}:{weaviate_node_ports(settings, n)['raft']}" for n in nodes),
+        # Also for the collections index.py does not create (the namespace locks): every replica, and a lease
+        # deleted while a node was down is not a conflict when it is taken again (the newest write wins).
+        "REPLICATION_MINIMUM_FACTOR": str(settings.weaviate_replicas),
+        "REPLICATION_FORCE_DELETION_STRATEGY": "TimeBasedResolution",
+        "ASYNC_REPLICATION_FREQUENCY": ASYNC_REPLICATION_FREQUENCY,
+    }
+    if join:
+        cluster["CLUSTER_JOIN"] = ",".join(join)
+    return weaviate_node(settings, f"weaviate-{node}", url, ports, cluster)
+
+
+def weaviate_cluster(settings: Settings) -> list[Service]:
+    return [weaviate_cluster_node(settings, node) for node in range(1, settings.weaviate_nodes + 1)]
+
+
+def production_services(settings: Settings) -> list[Service]:
+    """Every process of the production topology, in start order."""
+    services = [postgres.postgres_service(settings), postgres.prefect_on_postgres(settings), *weaviate_cluster(settings)]
+    if settings.s3_endpoint:
+        services.append(minio_service(settings, drives=settings.minio_drives))
+    return services + work_pool.worker_services(settings)
+
+
+def services_for(settings: Settings) -> list[Service]:
+    return production_services(settings) if settings.topology == PRODUCTION else local_services(settings)
+
+
+# --- up / down / status --------------------------------------------------------------------------
+
+
+def up(settings: Settings, on_event: OnEvent = lambda _: None, timeout: float = 240.0) -> dict:
+    """Start the topology in force (see `resolve`); a second `up` starts only what is missing."""
+    from hybridops.infra.services import up as up_embedded
+
+    running = recorded_topology(settings)
+    if running and running != settings.topology and any(is_running(settings, s) for s in services_for(resolve(settings))):
+        raise ConflictError(f"the {running} topology is running under {settings.home}; `hybridops down` first")
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    _record(settings).write_text(settings.topology + "\n")
+    if settings.topology == EMBEDDED:
+        return up_embedded(settings, timeout=timeout, on_event=on_event)
+    return _up_production(settings, on_event, timeout)
+
+
+def _up_production(settings: Settings, on_event: OnEvent, timeout: float) -> dict:
+    clock = time.monotonic()
+    initialised = postgres.init_cluster(settings)
+    report = start_services(settings, [postgres.postgres_service(settings)], timeout, on_event)
+    report["postgres"] |= {"initdb": initialised, **postgres.ensure_database(settings)}
+    started = time.monotonic()
+    postgres.migrate(settings)
+    on_event(f"prefect database migrated in {time.monotonic() - started:.1f} s")
+
+    services = [postgres.prefect_on_postgres(settings)] + ([minio_service(settings, drives=settings.minio_drives)]
+                                                            if settings.s3_endpoint else [])
+    running, launched = launch(settings, services, on_event)
+    report |= running
+    node_report, node_launched = _launch_weaviate_nodes(settings, on_event)
+    report |= node_report
+    report |= await_healthy(settings, launched | node_launched, timeout, on_event)
+
+    prepare_storage(settings, on_event)
+    registered = work_pool.register_deployments(settings)
+    on_event(f"work pool {registered['work_pool']} ({registered['action']}): {len(registered['deployments'])} deployments")
+    report |= start_services(settings, work_pool.worker_services(settings), timeout, on_event)
+    report["work_pool"] = registered
+    report["seconds"] = round(time.monotonic() - clock, 1)
+    return report
+
+
+def _launch_weaviate_nodes(settings: Settings, on_event: OnEvent) -> tuple[dict, dict]:
+    """Start the missing nodes one by one, each joining the nodes already listening (memberlist refuses a join
+    list of which no address answers, so the first node of a new cluster starts alone and founds it)."""
+    report: dict = {}
+    launched: dict = {}
+    for node in range(1, settings.weaviate_nodes + 1):
+        join = [f"127.0.0.1:{weaviate_node_ports(settings, peer)['gossip']}" for peer in range(1, settings.weaviate_nodes + 1)
+                if peer != node and port_in_use(weaviate_node_ports(settings, peer)["gossip"])]
+        running, started = launch(settings, [weaviate_cluster_node(settings, node, join)], on_event)
+        report |= running
+        launched |= started
+        if started:
+            _wait_listening(weaviate_node_ports(settings, node)["gossip"], f"weaviate-{node}")
+    return report, launched
+
+
+def _wait_listening(port: int, name: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not port_in_use(port):
+        if time.monotonic() > deadline:
+            raise ServiceError(f"{name} does not listen on its gossip port {port} after {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+def down(settings: Settings, timeout: float = 30.0) -> dict:
+    """Stop exactly what `up` started, in the reverse order (workers before the server, PostgreSQL last)."""
+    report = stop_services(settings, timeout, services=list(reversed(services_for(settings))))
+    _record(settings).unlink(missing_ok=True)
+    return report
+
+
+def status(settings: Settings) -> dict:
+    """Every service, node and worker of the topology in force, plus the Weaviate cluster as node 1 sees it."""
+    report = services_status(settings, services_for(settings)) | {"topology": settings.topology}
+    if settings.topology == PRODUCTION:
+        report["weaviate_cluster"] = weaviate_cluster_view(settings)
+    return report
+
+
+def weaviate_cluster_view(settings: Settings) -> dict:
+    """Node name -> status (HEALTHY, UNHEALTHY, UNAVAILABLE...) from node 1's /v1/nodes; empty when it is down."""
+    code, body = http_get(f"{settings.weaviate_url}/v1/nodes", headers=weaviate_headers(settings))
+    if code != 200:
+        return {}
+    return {node["name"]: node.get("status", "") for node in json.loads(body).get("nodes", [])}
+
+
+# --- a private production stack (tests, benchmarks) ----------------------------------------------
+
+
+def private_production_settings(home: Path, **overrides) -> Settings:
+    """Settings for a production topology of its own under `home` on fresh free ports."""
+    nodes = overrides.get("weaviate_nodes", Settings.model_fields["weaviate_nodes"].default)
+    workers = overrides.get("workers", Settings.model_fields["workers"].default)
+    values = dict(
+        topology=PRODUCTION,
+        weaviate_peer_port=free_port_block(len(PEER_PORTS) * (nodes - 1)),
+        postgres_port=free_port(),
+        worker_health_port=free_port_block(workers),
+    )
+    return private_stack_settings(home, **(values | overrides))
