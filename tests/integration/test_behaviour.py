@@ -20,7 +20,7 @@ def test_ask_logs_the_interaction_feedback_and_eval_samples_it(indexed: Settings
 
     answer = cli_json(child_env(indexed), "ask", "How many days do I have to return an item?")
     assert set(answer) == {"answer", "sources", "format_ok", "adapter", "retrieved", "interaction_id", "latency_ms",
-                           "fallback", "warning", "invalid_sources", "logged", "log_error"}
+                           "fallback", "warning", "invalid_sources", "logged", "log_error", "answered_by"}
     assert answer["logged"] is True and answer["log_error"] is None
     assert set(answer["sources"]) <= set(answer["retrieved"])  # cited ids not retrieved go to invalid_sources
     assert "policies/refunds.md" in answer["retrieved"]
