@@ -495,16 +495,20 @@ def private_stack_settings(home: Path, **overrides) -> Settings:
 
 
 @contextlib.contextmanager
-def private_stack(prefix: str, on_event: Callable[[str], None] = lambda _: None, **overrides) -> Iterator[Settings]:
+def private_stack(prefix: str, on_event: Callable[[str], None] = lambda _: None, *,
+                  make_settings: Callable[..., Settings] = private_stack_settings, start: Callable | None = None,
+                  stop: Callable | None = None, **overrides) -> Iterator[Settings]:
     """Services of our own under a temp home on free ports (benchmarks), stopped and deleted afterwards.
-    `s3_endpoint=""` leaves MinIO out (landing zone and store are then folders under the home)."""
+    `s3_endpoint=""` leaves MinIO out (landing zone and store are then folders under the home). `make_settings`,
+    `start`, `stop`: another topology's (infra/topology.py private_production_stack)."""
+    start, stop = start or up, stop or down
     with tempfile.TemporaryDirectory(prefix=prefix) as home:
-        settings = private_stack_settings(Path(home), **overrides)
+        settings = make_settings(Path(home), **overrides)
         clock = time.perf_counter()
         try:
-            up(settings, on_event=on_event)
+            start(settings, on_event=on_event)
             on_event(f"private stack up in {time.perf_counter() - clock:.0f}s under {home}")
             yield settings
         finally:
-            down(settings)
+            stop(settings)
             on_event("private stack stopped")

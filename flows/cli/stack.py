@@ -37,8 +37,7 @@ def up(topology: str | None = TOPOLOGY_OPTION, json_output: bool = JSON_OPTION) 
         print_json({"topology": cfg.topology, "services": report})
     else:
         for name, info in report.items():
-            if isinstance(info, dict) and "action" in info:
-                console.print(f"{name}: {info['action']}" + (f" in {info['seconds']} s" if "seconds" in info else ""))
+            console.print(f"{name}: {info['action']}" + (f" in {info['seconds']} s" if "seconds" in info else ""))
         console.print(f"Prefect UI: {cfg.prefect_api_url.removesuffix('/api')}")
 
 

@@ -12,6 +12,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -23,14 +25,7 @@ import pytest
 from hybridops.infra import postgres
 from hybridops.infra.binaries import InstallError
 from hybridops.infra.services import http_get, stop_service
-from hybridops.infra.topology import (
-    down,
-    private_production_settings,
-    production_services,
-    status,
-    up,
-    weaviate_cluster_node,
-)
+from hybridops.infra.topology import private_production_settings, production_services, up
 from hybridops.tasks.core.errors import HybridopsError
 from hybridops.tasks.core.object_store import artifact_store, landing_zone
 from hybridops.tasks.core.settings import Settings
@@ -47,18 +42,30 @@ except InstallError as exc:  # the one prerequisite outside the venv and the Go 
     pytest.skip(f"production topology: {exc}", allow_module_level=True)
 
 
+def _cli(cfg: Settings, *args: str) -> dict:
+    """`hybridops <args> --json` as a user runs it (its own process, settings from the environment)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HYBRIDOPS_")} | cfg.as_env()
+    done = subprocess.run([sys.executable, "-m", "hybridops.flows.cli", *args, "--json"], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
+
+
 @pytest.fixture(scope="module")
 def production():
-    """The production topology under a home the `postgres` OS user can traverse (PostgreSQL never runs as root)."""
-    home = Path(tempfile.mkdtemp(prefix="hybridops-production-"))
-    home.chmod(0o711)
-    cfg = private_production_settings(home, s3_bucket="hybridops-test", transfer_suite=TRANSFER_SUITE_SMALL)
-    try:
-        up(cfg)
-        yield cfg
-    finally:
-        down(cfg)
-        shutil.rmtree(home, ignore_errors=True)
+    """One production topology of its own for the module, started and stopped through the CLI."""
+    with tempfile.TemporaryDirectory(prefix="hybridops-production-") as home:
+        cfg = private_production_settings(Path(home), s3_bucket="hybridops-test", transfer_suite=TRANSFER_SUITE_SMALL,
+                                          topology="embedded")  # the flag below chooses, not the setting
+        try:
+            started = _cli(cfg, "up", "--topology", "production")
+            cfg = cfg.model_copy(update={"topology": "production"})
+            assert started["topology"] == "production"
+            assert {started["services"][s.name]["action"] for s in production_services(cfg)} == {"started"}
+            yield cfg
+        finally:
+            stopped = _cli(cfg, "down")["services"]  # the recorded topology: every process `up` started
+        assert {info["action"] for info in stopped.values()} == {"stopped"}, stopped
 
 
 def _namespace(production: Settings, tmp_path: Path, **overrides) -> Settings:
@@ -85,7 +92,7 @@ def _doc(i: int) -> str:
 
 
 def test_status_reports_every_node_and_worker_on_postgres(production: Settings) -> None:
-    report = status(production)
+    report = _cli(production.model_copy(update={"topology": "embedded"}), "status")  # the recorded one applies
     services = report["services"]
     assert report["topology"] == "production"
     assert set(services) == {"postgres", "prefect", "weaviate-1", "weaviate-2", "weaviate-3", "s3", "worker-1",

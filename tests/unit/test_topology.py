@@ -1,0 +1,91 @@
+"""The production topology's wiring, without starting anything: cluster env, replication, consistency, workers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from weaviate.classes.config import ConsistencyLevel
+
+from hybridops.infra import postgres
+from hybridops.infra.topology import resolve, services_for, weaviate_cluster_node, weaviate_node_ports
+from hybridops.infra.work_pool import worker_service
+from hybridops.tasks.core.settings import Settings
+from hybridops.tasks.core.weaviate_connection import _AtConsistency
+from hybridops.tasks.knowledge.index import _replication_config
+
+PRODUCTION = Settings(topology="production", namespace="acme")
+
+
+def test_replicas_follow_the_topology_unless_set() -> None:
+    assert Settings().weaviate_replicas == 1
+    assert PRODUCTION.weaviate_replicas == 3
+    assert Settings(topology="production", weaviate_nodes=5, weaviate_replication_factor=2).weaviate_replicas == 2
+    assert _replication_config(Settings()) is None  # embedded collections are created exactly as before
+    config = _replication_config(PRODUCTION)
+    assert (config.factor, config.asyncEnabled, config.deletionStrategy.value) == (3, True, "TimeBasedResolution")
+
+
+def test_cluster_nodes_form_one_raft_cluster() -> None:
+    founder = weaviate_cluster_node(PRODUCTION, 1).env
+    joiner = weaviate_cluster_node(PRODUCTION, 3, ["127.0.0.1:7946", "127.0.0.1:7962"]).env
+    assert "CLUSTER_JOIN" not in founder and joiner["CLUSTER_JOIN"] == "127.0.0.1:7946,127.0.0.1:7962"
+    raft = {n: weaviate_node_ports(PRODUCTION, n) for n in (1, 2, 3)}
+    assert founder["RAFT_JOIN"] == joiner["RAFT_JOIN"] == ",".join(f"acme-node{n}:{raft[n]['raft']}" for n in raft)
+    assert all(ports["raft_rpc"] == ports["raft"] + 1 for ports in raft.values())  # how local nodes find RPC ports
+    assert [weaviate_cluster_node(PRODUCTION, n).env["CLUSTER_HOSTNAME"] for n in raft] == [
+        "acme-node1", "acme-node2", "acme-node3"]
+    assert founder["RAFT_BOOTSTRAP_EXPECT"] == founder["REPLICATION_MINIMUM_FACTOR"] == "3"
+    assert weaviate_cluster_node(PRODUCTION, 1).url == PRODUCTION.weaviate_url  # node 1: the clients' entry point
+
+
+def test_collections_handed_out_carry_the_consistency_level() -> None:
+    class Handle:
+        def __init__(self, level=None):
+            self.level = level
+
+        def with_consistency_level(self, level):
+            return Handle(level)
+
+    class Collections:
+        def use(self, name):
+            return Handle()
+
+        get = use
+
+        def exists(self, name):
+            return name == "X"
+
+    wrapped = _AtConsistency(Collections(), ConsistencyLevel.QUORUM)
+    assert wrapped.use("X").level == wrapped.get("X").level == ConsistencyLevel.QUORUM
+    assert wrapped.exists("X")  # everything else passes through
+
+
+def test_the_topology_in_force(tmp_path: Path) -> None:
+    cfg = Settings(home=tmp_path)
+    assert resolve(cfg).topology == "embedded"
+    cfg.run_dir.mkdir(parents=True)
+    (cfg.run_dir / "topology").write_text("production\n")
+    assert resolve(cfg).topology == "production"  # what `up` started, for `status` and `down`
+    assert resolve(cfg, "embedded").topology == "embedded"
+    assert [s.name for s in services_for(resolve(cfg))][:2] == ["postgres", "prefect"]
+    assert [s.name for s in services_for(cfg)] == ["prefect", "weaviate", "s3"]
+
+
+def test_workers_get_the_settings_and_distinct_health_ports(tmp_path: Path) -> None:
+    cfg = Settings(topology="production", home=Path("relative-home"))
+    first, second = worker_service(cfg, 1), worker_service(cfg, 2)
+    assert (first.ports["health"], second.ports["health"]) == (cfg.worker_health_port, cfg.worker_health_port + 1)
+    env = first.secret_env()
+    assert env["HYBRIDOPS_TOPOLOGY"] == "production" and Path(env["HYBRIDOPS_HOME"]).is_absolute()
+    assert first.env["PREFECT_API_URL"] == cfg.prefect_api_url and "HYBRIDOPS_TOPOLOGY" not in first.env
+    assert "--pool" in first.command() and cfg.work_pool_name in first.command()
+
+
+def test_prefect_database_url_and_sql_literals(tmp_path: Path) -> None:
+    cfg = Settings(home=tmp_path, postgres_password="p@ss:w/rd'x", postgres_port=5999)
+    assert postgres.database_url(cfg) == "postgresql+asyncpg://prefect:p%40ss%3Aw%2Frd%27x@127.0.0.1:5999/prefect"
+    assert postgres._literal("it's") == "'it''s'"
+    server = postgres.prefect_on_postgres(cfg)
+    assert server.env["PREFECT_API_DATABASE_MIGRATE_ON_START"] == "false"
+    assert set(server.secret_env()) == {postgres.DATABASE_URL_VAR}  # the password never in argv or plain env
+    assert not any("p@ss" in part for part in server.command())
