@@ -3,7 +3,9 @@
 up -> serve the deployments -> land the example corpus (one document held back) -> refresh starts BY EVENT
 -> ask -> evaluate (behaviour drift found; the held-back document shows up as a knowledge gap, not behaviour)
 -> retrain starts BY EVENT -> challenger promoted -> ask again (house format followed) -> update one
-document -> refresh BY EVENT -> ask reflects the new fact. `serve` runs as a child process for the story.
+document -> refresh BY EVENT -> ask reflects the new fact. `serve` runs as a child process for the story;
+the asks go through the answering service it hosts, and the eval and retrain runs are followed through their
+progress artifacts (step, loss, ETA, cases done).
 
 The demo owns its namespace (`<namespace>_demo`, state under $HYBRIDOPS_HOME/demo) and resets it first, so
 it can be re-run and never touches the user's own landing zone, index or adapters.
@@ -24,13 +26,14 @@ from rich.panel import Panel
 from rich.table import Table
 
 from hybridops.flows.cli.progress import rich_reporter
+from hybridops.flows.orchestration.answer_client import ask_service
 from hybridops.flows.orchestration.deployments import deployment_specs, spec_for
 from hybridops.flows.orchestration.run_control import RunInfo, start_run, wait_for_new_run
 from hybridops.flows.orchestration.run_progress import follow_run
 from hybridops.flows.orchestration.serving import ServeProcess, exit_on_sigterm
 from hybridops.infra.services import up
 from hybridops.tasks.behaviour.adapters import champion, list_versions
-from hybridops.tasks.behaviour.answer import ask
+from hybridops.tasks.behaviour.answer import Answer, ask
 from hybridops.tasks.behaviour.eval_history import load_history
 from hybridops.tasks.behaviour.gap_attribution import KNOWLEDGE_ROUTES
 from hybridops.tasks.behaviour.llm import prepare_base_model
@@ -179,13 +182,16 @@ class Story:
 
     def ask(self, title: str, why: str, expect_format: bool | None = None, expect_text: str | None = None) -> dict:
         with self.step(title, why) as f:
-            with self.console.status("retrieving context and generating..."):
-                answer = ask(self.cfg, QUESTION)
+            with self.console.status("retrieving context and generating..."):  # through serve's warm models
+                served = ask_service(self.cfg, QUESTION, note=self.say)
+                answer = Answer.model_validate(served.data) if served else ask(self.cfg, QUESTION)
             f.update(question=QUESTION, answer=answer.answer, format_ok=answer.format_ok, sources=answer.sources,
-                     retrieved=answer.retrieved, adapter=answer.adapter, latency_ms=round(answer.latency_ms))
+                     retrieved=answer.retrieved, adapter=answer.adapter, latency_ms=round(answer.latency_ms),
+                     answered_by=answer.answered_by)
             self.console.print(Panel(f"[bold]Q:[/] {QUESTION}\n[bold]A:[/] {answer.answer}\n"
                                      f"format_ok={answer.format_ok}  sources={answer.sources}  "
-                                     f"adapter={answer.adapter or 'base model'}", expand=False))
+                                     f"adapter={answer.adapter or 'base model'}  answered by {answer.answered_by}",
+                                     expand=False))
             if expect_format is not None and answer.format_ok != expect_format:
                 self.fail(f"expected format_ok={expect_format}, got {answer.format_ok}: {answer.answer!r}")
             if expect_text is not None:
