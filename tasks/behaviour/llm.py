@@ -15,7 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hybridops.tasks.core.model_runtime import ModelError, configure_torch_threads, packaged_folder
+from hybridops.tasks.core.model_runtime import (
+    ModelError,
+    configure_torch_threads,
+    packaged_folder,
+    torch_device,
+)
 from hybridops.tasks.core.settings import PACKAGED_LLM, Settings
 
 try:
@@ -365,7 +370,7 @@ def _load(path: Path) -> tuple[Any, Any]:
     started = time.monotonic()
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path))
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval().to(torch_device())
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot load base LLM from {path}: {exc}") from exc
     if tokenizer.pad_token is None:

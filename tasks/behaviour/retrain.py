@@ -82,6 +82,9 @@ class RetrainOutcome(BaseModel):
     loss_curve: list[float] = []
     dataset: dict[str, Any] = {}
     decision: PromotionDecision | None = None
+    # per evaluation ("champion", "transfer champion", ...): replies reused from the reply cache / cases; an
+    # unchanged champion on an unchanged index answers from it instead of being evaluated again
+    reused: dict[str, str] = {}
 
     def cli_dict(self) -> dict[str, Any]:
         train = self.train.model_dump(include={"steps", "seconds", "tokens_per_s", "stopped_early"}) if self.train else None
@@ -89,7 +92,7 @@ class RetrainOutcome(BaseModel):
             "version": self.version, "promoted": self.promoted, "skipped": self.skipped, "reason": self.reason,
             "challenger": self.challenger, "champion": self.champion, "champion_version": self.champion_version,
             "transfer_challenger": self.transfer_challenger, "transfer_champion": self.transfer_champion,
-            "drifted": self.drifted, "train": train, "dataset": self.dataset,
+            "drifted": self.drifted, "train": train, "dataset": self.dataset, "reused": self.reused,
         }
 
 
@@ -272,11 +275,16 @@ def _retrain(settings: Settings, request: RetrainRequest, step: Step, reporter: 
                       regression_champion=corrections[1].cases if corrections else ())
     decision = step(apply_decision, settings, manifest, challenger, decision, incumbent)
     promoted = decision.promote
+    reports = {"challenger": challenger, "champion": champion,
+               **({"transfer challenger": transfer[0], "transfer champion": transfer[1]} if transfer else {}),
+               **({"corrections challenger": corrections[0], "corrections champion": corrections[1]}
+                  if corrections else {})}
     reporter.stage(("promoted " if promoted else "rejected ") + f"{manifest.version}: {decision.reason}")
     return RetrainOutcome(
         version=manifest.version, promoted=promoted, reason=decision.reason,
         challenger=challenger.pass_rates(), champion=champion.pass_rates(), champion_version=incumbent, **transfer_rates,
         drifted=request.drifted, loss_curve=manifest.train.loss_curve, dataset=dataset, decision=decision,
+        reused={name: f"{report.reused}/{report.n}" for name, report in reports.items()},
         train=TrainStats(steps=manifest.train.steps, seconds=manifest.train.seconds,
                          tokens_per_s=manifest.train.tokens_per_s, final_loss=manifest.train.final_loss,
                          validation_loss=manifest.train.validation_loss,
@@ -370,6 +378,10 @@ def decision_markdown(outcome: RetrainOutcome) -> str:
         lines += ["", f"Training: {outcome.train.steps} steps{early} in {outcome.train.seconds:.0f} s "
                       f"({outcome.train.tokens_per_s:.0f} tokens/s), final loss {outcome.train.final_loss}, "
                       f"validation loss {outcome.train.validation_loss}"]
+    if outcome.reused:
+        lines += ["", "Replies reused from the reply cache (same weights, tokenizer, generation settings and prompt, "
+                      "so the same index passages; not generated again): "
+                      + ", ".join(f"{name} {count}" for name, count in outcome.reused.items())]
     decision = outcome.decision
     if decision is not None and decision.checks:
         lines += ["", f"Paired evidence: b = champion passed and challenger failed, c = the reverse, exact one-sided "

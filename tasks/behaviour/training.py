@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from hybridops.tasks.behaviour.llm import load_base_model
 from hybridops.tasks.behaviour.training_probe import ProbeScore, probe, probe_cases
+from hybridops.tasks.core.model_runtime import torch_device
 from hybridops.tasks.core.settings import Settings
 
 # torch, numpy, peft and datasets are imported inside the functions that train: the registry and the CLI
@@ -37,6 +38,9 @@ class TrainConfig(BaseModel):
     alpha: int
     dropout: float
     target_modules: list[str]
+    # LoRA only in the top N decoder layers (None: every layer). Backward stops at the lowest adapted layer,
+    # so the frozen lower layers cost one forward pass and no gradient work.
+    top_layers: int | None = None
     steps: int
     batch_size: int
     learning_rate: float
@@ -62,7 +66,8 @@ class TrainConfig(BaseModel):
     def from_settings(cls, settings: Settings, **overrides) -> TrainConfig:
         values = dict(
             r=settings.lora_r, alpha=settings.lora_alpha, dropout=settings.lora_dropout,
-            target_modules=list(settings.lora_target_modules), steps=settings.train_steps,
+            target_modules=list(settings.lora_target_modules), top_layers=settings.lora_top_layers,
+            steps=settings.train_steps,
             batch_size=settings.train_batch_size, learning_rate=settings.learning_rate,
             max_seq_len=settings.max_seq_len, max_batch_tokens=settings.train_max_batch_tokens,
             bf16=settings.train_bf16, seed=settings.train_seed, min_steps=settings.train_min_steps,
@@ -131,9 +136,11 @@ def fresh_base_model(settings: Settings):
 def lora_model(base, cfg: TrainConfig):
     from peft import LoraConfig, get_peft_model
 
+    layers = base.config.num_hidden_layers
+    top = None if cfg.top_layers is None or cfg.top_layers >= layers else list(range(layers - cfg.top_layers, layers))
     lora = LoraConfig(
         task_type="CAUSAL_LM", r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-        target_modules=list(cfg.target_modules), bias="none",
+        target_modules=list(cfg.target_modules), bias="none", layers_to_transform=top,
     )
     return get_peft_model(base, lora)
 
@@ -233,7 +240,7 @@ def train(
     tokenizer = data.tokenizer
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     use_bf16 = cfg.bf16 and bf16_supported()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch_device()
     model.to(device)
 
     params = [p for p in model.parameters() if p.requires_grad]

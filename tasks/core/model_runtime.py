@@ -57,6 +57,13 @@ def configure_torch_threads(requested: int | None = None) -> int:
     return threads
 
 
+def torch_device() -> str:
+    """"cuda" when a GPU is there (training, answering and evals use it without a setting), else "cpu"."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 @functools.cache
 def cpu_supports_bf16() -> bool:
     """True when the CPU has native bf16 matmuls (AMX or AVX512-BF16) that oneDNN can use."""

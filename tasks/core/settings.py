@@ -26,7 +26,7 @@ so they are used only for a local endpoint and refused for any other (see Settin
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
-EMPTY_MEANS_NONE = ("transfer_suite", "transfer_corpus", "train_min_steps")
+EMPTY_MEANS_NONE = ("transfer_suite", "transfer_corpus", "train_min_steps", "lora_top_layers")
 """Optional settings on by default: set empty to switch them off (and passed on empty when off, see as_env)."""
 
 
@@ -202,6 +202,9 @@ class Settings(BaseSettings):
     lora_alpha: int = 16
     lora_dropout: float = 0.05
     lora_target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    lora_top_layers: int | None = Field(
+        None, ge=1, description="LoRA only in the top N decoder layers (empty: all). Training then back-propagates "
+        "through those layers only.")
     train_steps: int = 45
     train_batch_size: int = 4
     learning_rate: float = 1e-3

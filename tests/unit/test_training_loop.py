@@ -69,3 +69,18 @@ def test_batches_are_seeded_and_cover_every_row_each_epoch() -> None:
     again = [b["input_ids"][:, 0].tolist() for b, _ in zip(batches(data, 3, seed=1, pad_id=0), range(4), strict=False)]
     assert first == again
     assert sorted(x for batch in first for x in batch) == list(range(10))  # one epoch = 4 batches of <= 3
+
+
+def test_top_layers_puts_lora_only_in_the_top_decoder_layers() -> None:
+    """lora_top_layers: the lower layers stay frozen and unadapted, so backward stops at the lowest adapted one."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    model = lora_model(LlamaForCausalLM(config), TrainConfig.from_settings(Settings(lora_top_layers=1)))
+    adapted = {int(name.split(".layers.")[1].split(".")[0]) for name, p in model.named_parameters() if p.requires_grad}
+    assert adapted == {3}
+    every = lora_model(LlamaForCausalLM(config), TrainConfig.from_settings(Settings(lora_top_layers=9)))
+    assert {int(n.split(".layers.")[1].split(".")[0]) for n, p in every.named_parameters() if p.requires_grad} \
+        == {0, 1, 2, 3}
+

@@ -159,7 +159,8 @@ def test_a_resumed_challenger_is_judged_out_of_domain_too_with_user_models_and_s
     def evaluate(settings, suite, version, retrieve, reporter, purpose="eval"):
         evals.append((settings.namespace, version, purpose, retrieve))
         in_domain = purpose == "eval"
-        return report(version, (1.0 if version else 0.5) if in_domain else (0.2 if version else 0.8))
+        done = report(version, (1.0 if version else 0.5) if in_domain else (0.2 if version else 0.8))
+        return done if version else done.model_copy(update={"reused": done.n})  # the unchanged champion: cached
 
     examples = SimpleNamespace(fingerprint="f" * 64, train=[1, 2, 3], validation=[1], origins={}, augmented={},
                                counts={"rejected": 0, "train": 3, "validation": 1})
@@ -188,5 +189,9 @@ def test_a_resumed_challenger_is_judged_out_of_domain_too_with_user_models_and_s
         ("hybridops", None, "transfer eval", "search hybridops_transfer"),
     ]
     assert any(s.startswith("transfer:") for s in stages)
+    n = outcome.decision.checks[0].n
+    assert outcome.reused == {"challenger": f"0/{n}", "champion": f"{n}/{n}", "transfer challenger": f"0/{n}",
+                              "transfer champion": f"{n}/{n}"}
+    assert f"not generated again): challenger 0/{n}, champion {n}/{n}," in decision_markdown(outcome)
     assert adapters.champion_version(cfg, store) is None
     assert adapters.show(cfg, pending.version, store).decision["transfer_checks"][0]["verdict"] == "worse"
