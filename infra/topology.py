@@ -74,10 +74,7 @@ def recorded_topology(settings: Settings) -> str | None:
 def resolve(settings: Settings, topology: str | None = None) -> Settings:
     """The settings with the topology in force: the one asked for, else the one `up` recorded, else the setting."""
     chosen = topology or recorded_topology(settings) or settings.topology
-    update = {"topology": chosen}
-    if chosen == PRODUCTION:  # processes start in $HOME: paths handed to them must not be relative to it
-        update["home"] = settings.home.resolve()
-    return settings.model_copy(update=update)
+    return settings.model_copy(update={"topology": chosen})
 
 
 # --- the production topology's services ----------------------------------------------------------

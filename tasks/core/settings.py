@@ -271,6 +271,13 @@ class Settings(BaseSettings):
         """`HYBRIDOPS_TRANSFER_SUITE=` (empty) switches an optional path off instead of meaning the cwd."""
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("home")
+    @classmethod
+    def _home_is_absolute(cls, value: Path) -> Path:
+        """Services and flow runs start inside the home (or elsewhere): a relative home would put their data
+        under home/home (HYBRIDOPS_HOME=var: Weaviate's data in var/var/data)."""
+        return Path(value).expanduser().absolute()
+
     @field_validator("namespace")
     @classmethod
     def _namespace_is_safe(cls, value: str) -> str:

@@ -132,3 +132,12 @@ def test_unset_keys_stay_unset_in_child_processes(monkeypatch: pytest.MonkeyPatc
     monkeypatch.chdir(tmp_path)
     env = Settings(s3_endpoint="https://s3.amazonaws.com").as_env()
     assert "HYBRIDOPS_S3_ACCESS_KEY" not in env and "HYBRIDOPS_S3_SECRET_KEY" not in env
+
+
+def test_a_relative_home_is_made_absolute_where_the_settings_are_read(monkeypatch: pytest.MonkeyPatch,
+                                                                       tmp_path: Path) -> None:
+    """Services start inside the home; with a relative one Weaviate's data went to var/var/data."""
+    monkeypatch.chdir(tmp_path)
+    assert Settings(home=Path("var")).home == tmp_path / "var"
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    assert Settings(home=Path("~/state")).home == tmp_path / "user" / "state"
