@@ -490,6 +490,7 @@ def private_stack_settings(home: Path, **overrides) -> Settings:
         s3_console_port=free_port(),
         prefect_api_url=f"http://127.0.0.1:{free_port()}/api",
         landing_webhook_port=free_port(),
+        answer_service_port=free_port(),
     )
     return Settings(**(values | overrides))
 

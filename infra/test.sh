@@ -3,7 +3,7 @@
 # pytest's exit code is passed through, so "no tests collected" (5) fails like any other error.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash infra/setup.sh --production  # PostgreSQL too: tests/integration/test_production_topology.py runs it
+bash infra/setup.sh --production-if-possible  # PostgreSQL too, for tests/integration/test_production_topology.py
 # Optional test tool: lets the compose-file test run `docker-compose config` (best effort, root only).
 if ! command -v docker-compose >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   (apt-get install -y -qq docker-compose >/dev/null 2>&1 || true)

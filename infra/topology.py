@@ -135,8 +135,8 @@ def up(settings: Settings, on_event: OnEvent = lambda _: None, timeout: float = 
     """Start the topology in force (see `resolve`); a second `up` starts only what is missing."""
     from hybridops.infra.services import up as up_embedded
 
-    running = recorded_topology(settings)
-    if running and running != settings.topology and any(is_running(settings, s) for s in services_for(resolve(settings))):
+    running = recorded_topology(settings) or EMBEDDED  # a home from before topologies were recorded: embedded
+    if running != settings.topology and any(is_running(settings, s) for s in services_for(resolve(settings))):
         raise ConflictError(f"the {running} topology is running under {settings.home}; `hybridops down` first")
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     _record(settings).write_text(settings.topology + "\n")
@@ -199,7 +199,9 @@ def _wait_listening(port: int, name: str, timeout: float = 60.0) -> None:
 
 
 def down(settings: Settings, timeout: float = 30.0) -> dict:
-    """Stop exactly what `up` started, in the reverse order (workers before the server, PostgreSQL last)."""
+    """Stop exactly what `up` started, in the reverse order (workers before the server, PostgreSQL last): the
+    recorded topology's services whatever topology is asked for, so no process is left without a record."""
+    settings = resolve(settings, recorded_topology(settings))
     report = stop_services(settings, timeout, services=list(reversed(services_for(settings))))
     _record(settings).unlink(missing_ok=True)
     return report

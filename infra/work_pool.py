@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import sys
 from datetime import timedelta
-from pathlib import Path
 
 from hybridops.infra.services import Service
 from hybridops.tasks.core.settings import PROJECT_ROOT, Settings
@@ -53,7 +52,7 @@ def worker_service(settings: Settings, index: int) -> Service:
         },
         version=lambda: f"prefect worker ({settings.work_pool_name})",
         marker="worker",
-        secret_env=lambda: settings.as_env() | {"HYBRIDOPS_HOME": str(Path(settings.home).resolve())},
+        secret_env=settings.as_env,
         cwd=PROJECT_ROOT,  # relative settings paths (examples/...) resolve as they do for `serve`
     )
 

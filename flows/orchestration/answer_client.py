@@ -18,7 +18,7 @@ from typing import NamedTuple
 from pydantic import SecretStr
 
 from hybridops.infra.local_secrets import read_or_create_secret
-from hybridops.tasks.core.errors import error_of_kind
+from hybridops.tasks.core.errors import ServiceUnavailableError, error_of_kind
 from hybridops.tasks.core.settings import Settings
 
 ANSWER_PATH = "/answer"
@@ -56,7 +56,7 @@ def service_token(settings: Settings, create: bool = False) -> SecretStr | None:
         return SecretStr(read_or_create_secret(path))
     try:
         return SecretStr(path.read_text().strip())
-    except FileNotFoundError:
+    except OSError:  # not there, or another user's 0600 file: answer in-process
         return None
 
 
@@ -81,6 +81,9 @@ def ask_service(settings: Settings, question: str, note: Callable[[str], None] =
     if status != 200 or not isinstance(health, dict):
         note(f"the answering service on port {settings.answer_service_port} did not pass its health probe")
         return None
+    if health.get("status") == "warming":  # a POST would wait behind the warm-up: answering here is no slower
+        note("the answering service is still loading its models")
+        return None
     if health.get("fingerprint") != answer_fingerprint(settings):
         note(f"the answering service on port {settings.answer_service_port} serves namespace "
              f"{health.get('namespace')!r} with other settings")
@@ -89,12 +92,13 @@ def ask_service(settings: Settings, question: str, note: Callable[[str], None] =
     try:
         status, body, reply_headers = _request(settings, "POST", ANSWER_PATH, {"question": question}, headers,
                                                settings.answer_service_timeout_s)
-    except TimeoutError:
-        note(f"the answering service did not answer within {settings.answer_service_timeout_s:.0f} s")
+    except ConnectionRefusedError:  # gone since the probe: the question never reached it
+        note("the answering service stopped before the question reached it")
         return None
-    except (OSError, http.client.HTTPException) as exc:
-        note(f"the answering service did not answer ({type(exc).__name__}: {exc})")
-        return None
+    except (OSError, http.client.HTTPException) as exc:  # sent: answering again here could log it twice
+        raise ServiceUnavailableError(
+            f"the answering service took the question but did not answer ({type(exc).__name__}: {exc}); it may "
+            f"still answer and log it, so it is not answered again here") from None
     if status == 200 and isinstance(body, dict):
         log_exit = reply_headers.get(LOG_EXIT_HEADER)  # an http.client message: names match in any case
         return ServedAnswer(body, int(log_exit) if log_exit is not None else None)

@@ -37,7 +37,7 @@ from hybridops.flows.orchestration.loopback_http import JsonHandler, LoopbackSer
 from hybridops.tasks.behaviour.answer import Answer, ask, load_answering_model
 from hybridops.tasks.behaviour.interactions import warm_contract
 from hybridops.tasks.behaviour.question import checked_question
-from hybridops.tasks.core.errors import BadInputError, describe, exit_code
+from hybridops.tasks.core.errors import BadInputError, HybridopsError, describe, exit_code
 from hybridops.tasks.core.settings import Settings
 from hybridops.tasks.knowledge.embeddings import load_embedder
 
@@ -157,6 +157,8 @@ class _Handler(JsonHandler):
         try:
             answer = service.answer(parse_request(body))
         except Exception as exc:  # noqa: BLE001 - the caller gets the error of its kind, as in-process
+            if not isinstance(exc, HybridopsError):  # a bug, not a kind: its traceback stays in serve's log
+                log.exception("answering service: unexpected error")
             code = exit_code(exc)
             return self.send_json(HTTP_STATUS.get(code, 500), {"error": describe(exc), "exit_code": code},
                                   {ERROR_HEADER: "answer"})

@@ -171,6 +171,10 @@ def test_health_answers_while_the_models_warm(cfg: Settings) -> None:
         connection = http.client.HTTPConnection("127.0.0.1", service.port, timeout=5)
         connection.request("GET", HEALTH_PATH)
         assert json.loads(connection.getresponse().read())["status"] == "warming"
+        notes: list[str] = []
+        service_token(cfg, create=True)
+        assert ask_service(cfg.model_copy(update={"answer_service_port": service.port}), QUESTION, notes.append) \
+            is None and "still loading" in notes[-1]  # answered in-process instead of queueing behind the warm-up
         release.set()
 
 
@@ -213,13 +217,16 @@ def test_an_answer_path_error_is_raised_as_its_kind(cfg: Settings) -> None:
             ask_service(cfg.model_copy(update={"answer_service_port": service.port}), QUESTION)
 
 
-def test_a_slow_service_is_given_up_on(cfg: Settings) -> None:
+def test_a_slow_service_is_given_up_on_without_answering_the_question_twice(cfg: Settings) -> None:
+    """Once the question reached the service it may still answer and log it: no second, in-process answer."""
     token = service_token(cfg, create=True)
-    slow = AnswerService(cfg, token, answer=lambda q: time.sleep(2) or stub_answer(q), warm=lambda: None)
+    slow = AnswerService(cfg, token, answer=lambda q: time.sleep(1) or stub_answer(q), warm=lambda: None)
     with slow.start(port=0) as service:
-        notes = []
         fast = cfg.model_copy(update={"answer_service_port": service.port, "answer_service_timeout_s": 0.3})
-        assert ask_service(fast, QUESTION, notes.append) is None and "within" in notes[-1]
+        with pytest.raises(ServiceUnavailableError, match="not answered again"):
+            ask_service(fast, QUESTION)
+        time.sleep(1.5)
+        assert service.answered == 1
 
 
 def test_cli_ask_uses_the_service_without_loading_a_model(served, monkeypatch) -> None:
