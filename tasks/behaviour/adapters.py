@@ -79,6 +79,7 @@ class TrainingSummary(BaseModel):
     loss_curve: list[float]
     stopped_early: bool = False
     probes: list[dict] = Field(default_factory=list, description="held-out agreement per probe (early stopping)")
+    peak_memory_gb: float | None = None
 
 
 class AdapterManifest(BaseModel):
@@ -208,6 +209,7 @@ def register(
             final_loss=result.loss_curve[-1] if result.loss_curve else None,
             validation_loss=result.validation_loss, loss_curve=result.loss_curve,
             stopped_early=result.stopped_early, probes=[p.model_dump() for p in result.probes],
+            peak_memory_gb=result.peak_memory_gb,
         ),
         parent=parent,
     )

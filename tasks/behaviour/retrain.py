@@ -63,6 +63,7 @@ class TrainStats(BaseModel):
     final_loss: float | None
     validation_loss: float | None
     stopped_early: bool = False  # the held-out probe agreed before the maximum step count
+    peak_memory_gb: float | None = None
 
 
 class RetrainOutcome(BaseModel):
@@ -87,7 +88,8 @@ class RetrainOutcome(BaseModel):
     reused: dict[str, str] = {}
 
     def cli_dict(self) -> dict[str, Any]:
-        train = self.train.model_dump(include={"steps", "seconds", "tokens_per_s", "stopped_early"}) if self.train else None
+        train = self.train.model_dump(include={"steps", "seconds", "tokens_per_s", "stopped_early", "peak_memory_gb"}) \
+            if self.train else None
         return {
             "version": self.version, "promoted": self.promoted, "skipped": self.skipped, "reason": self.reason,
             "challenger": self.challenger, "champion": self.champion, "champion_version": self.champion_version,
@@ -288,7 +290,8 @@ def _retrain(settings: Settings, request: RetrainRequest, step: Step, reporter: 
         train=TrainStats(steps=manifest.train.steps, seconds=manifest.train.seconds,
                          tokens_per_s=manifest.train.tokens_per_s, final_loss=manifest.train.final_loss,
                          validation_loss=manifest.train.validation_loss,
-                         stopped_early=manifest.train.stopped_early),
+                         stopped_early=manifest.train.stopped_early,
+                         peak_memory_gb=manifest.train.peak_memory_gb),
     )
 
 
@@ -376,7 +379,8 @@ def decision_markdown(outcome: RetrainOutcome) -> str:
     if outcome.train:
         early = " (stopped early: held-out replies agreed)" if outcome.train.stopped_early else ""
         lines += ["", f"Training: {outcome.train.steps} steps{early} in {outcome.train.seconds:.0f} s "
-                      f"({outcome.train.tokens_per_s:.0f} tokens/s), final loss {outcome.train.final_loss}, "
+                      f"({outcome.train.tokens_per_s:.0f} tokens/s, peak memory {outcome.train.peak_memory_gb} GB), "
+                      f"final loss {outcome.train.final_loss}, "
                       f"validation loss {outcome.train.validation_loss}"]
     if outcome.reused:
         lines += ["", "Replies reused from the reply cache (same weights, tokenizer, generation settings and prompt, "

@@ -102,6 +102,7 @@ class TrainResult(BaseModel):
     trainable_params: int
     probes: list[ProbeScore] = []
     stopped_early: bool = False
+    peak_memory_gb: float | None = None  # the process's peak RSS after training (GPU: peak allocated there)
 
 
 ProgressCallback = Callable[[TrainProgress], None]
@@ -116,6 +117,19 @@ def bf16_supported() -> bool:
     cpu = torch.cpu
     return bool(getattr(cpu, "_is_amx_tile_supported", lambda: False)()
                 or getattr(cpu, "_is_avx512_bf16_supported", lambda: False)())
+
+
+def peak_memory_gb(device: str) -> float | None:
+    """Peak memory of this training run's process: RSS on CPU (Linux reports KiB), allocated memory on a GPU."""
+    import torch
+
+    if device == "cuda":
+        return round(torch.cuda.max_memory_allocated() / 1e9, 2)
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)
 
 
 def seed_everything(seed: int) -> None:
@@ -289,6 +303,7 @@ def train(
         step_seconds=round(seconds / max(1, steps_done), 4), tokens_per_s=round(tokens / max(seconds, 1e-9), 1),
         tokens=tokens, loss_curve=losses, validation_loss=validation_loss, bf16=use_bf16,
         trainable_params=sum(p.numel() for p in params), probes=probes, stopped_early=steps_done < cfg.steps,
+        peak_memory_gb=peak_memory_gb(device),
     )
 
 

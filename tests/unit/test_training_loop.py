@@ -84,3 +84,9 @@ def test_top_layers_puts_lora_only_in_the_top_decoder_layers() -> None:
     assert {int(n.split(".layers.")[1].split(".")[0]) for n, p in every.named_parameters() if p.requires_grad} \
         == {0, 1, 2, 3}
 
+
+
+def test_peak_memory_of_a_run_is_reported_in_gigabytes() -> None:
+    from hybridops.tasks.behaviour.training import peak_memory_gb
+
+    assert 0.01 < peak_memory_gb("cpu") < 64  # this process's peak RSS: torch alone is well over 10 MB
