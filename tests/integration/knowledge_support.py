@@ -13,7 +13,7 @@ from hybridops.flows.orchestration.run_control import read_events
 from hybridops.tasks.knowledge.document_contract import make_candidate, validate_documents
 from hybridops.tasks.knowledge.chunking import chunk_document
 from hybridops.tasks.knowledge.embeddings import load_embedder
-from hybridops.tasks.core.locks import lock_collection
+from hybridops.tasks.core.locks import lock_alias, lock_collection
 from hybridops.tasks.knowledge.index import chunk_uuid, drop_all_generations, list_generations, live_name, read_index_state
 from hybridops.tasks.knowledge.landing import landed_documents
 from hybridops.tasks.core.object_store import landing_zone
@@ -70,9 +70,11 @@ def generations(settings: Settings):
 
 
 def drop_namespace(settings: Settings) -> None:
-    """Delete every collection (index generations, namespace locks) and the alias this test's namespace created."""
+    """Delete every collection (index generations, namespace locks) and the aliases this test's namespace created."""
     with weaviate_session(settings) as client:
         drop_all_generations(client, settings)
+        for resource in ("index", "adapters", "watcher"):
+            client.alias.delete(alias_name=lock_alias(settings, resource))
         if client.collections.exists(lock_collection(settings)):
             client.collections.delete(lock_collection(settings))
 
