@@ -438,8 +438,8 @@ class S3Store:
             raise
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        paginator = self.client.get_paginator("list_objects_v2")
-        for page in _wrap(lambda: list(paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)))):
+        pages = iter(self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._key(prefix)))
+        while (page := _wrap(lambda: next(pages, None))) is not None:  # page by page: a listing is never held
             for obj in page.get("Contents", []):
                 yield ObjectInfo(
                     key=obj["Key"][len(self.prefix) :], size=obj["Size"], version=obj["ETag"].strip('"')

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +42,12 @@ def is_document_key(key: str) -> bool:
 
 def landed_documents(store: ObjectStore) -> list[ObjectInfo]:
     """Every document object in the landing zone, by id."""
-    return sorted((o for o in store.list() if is_document_key(o.key)), key=lambda o: o.key)
+    return sorted(iter_landed_documents(store), key=lambda o: o.key)
+
+
+def iter_landed_documents(store: ObjectStore) -> Iterator[ObjectInfo]:
+    """Every document object in the landing zone, as the listing goes (a full reconcile never holds it)."""
+    return (o for o in store.list() if is_document_key(o.key))
 
 
 def require_landing_root(store: ObjectStore) -> None:

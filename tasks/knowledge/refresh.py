@@ -37,8 +37,8 @@ from hybridops.tasks.core.weaviate_connection import weaviate_session
 from hybridops.tasks.knowledge.change_feed import PendingChanges, consume, pending_changes
 from hybridops.tasks.knowledge.embedding_cache import EmbeddingCache, open_cache
 from hybridops.tasks.knowledge.embeddings import load_embedder
-from hybridops.tasks.knowledge.index import count_objects, iter_records, read_index_state, records_of_docs
-from hybridops.tasks.knowledge.landing import landed_documents, require_landing_root
+from hybridops.tasks.knowledge.index import count_objects, iter_records, records_of_docs
+from hybridops.tasks.knowledge.landing import iter_landed_documents, require_landing_root
 from hybridops.tasks.knowledge.landing_changes import Snapshot, snapshot
 from hybridops.tasks.knowledge.rebuild import Target, choose_target, finish_rebuild, gate_rebuild, mass_deletion
 from hybridops.tasks.knowledge.refresh_apply import (
@@ -53,7 +53,9 @@ from hybridops.tasks.knowledge.refresh_plan import (
     BatchResult,
     RefreshPlan,
     WorkItem,
-    plan_refresh,
+    attach_records,
+    digest_records,
+    plan_from_digests,
     plan_targeted,
     targeted_mass_deletion,
     targeted_scope,
@@ -192,7 +194,7 @@ def _reconcile(settings: Settings, client, store: ObjectStore, request: RefreshR
         batches = list(plan.batches(request.batch_size or settings.refresh_batch_docs))
         runner = batch_runner or pipelined(client, landing, store, embedder, cache)
         results: list[BatchResult] = []
-        done = len(plan.unchanged)
+        done = plan.unchanged
         reporter.progress("documents", done, plan.landed)
         for batch, result in zip(batches, runner(settings, target, batches, plan.deep)):
             results.append(result)
@@ -245,16 +247,18 @@ def landing_snapshot(settings: Settings) -> Snapshot:
 
 
 def make_plan(client, landing: ObjectStore, target: Target, deep: bool) -> RefreshPlan:
-    """Landing listing + index state of the target generation (+ the live one's ids for a rebuild) -> plan.
+    """Index state of the target generation folded into digests (+ the live one's ids for a rebuild), the
+    landing listing walked once against them, then the records of just the documents that need work.
 
     A landing root that is missing or cannot be listed raises: it is never read as 'everything was deleted'."""
     require_landing_root(landing)
-    landed = landed_documents(landing)
-    state = read_index_state(client.collections.use(target.generation.name))
+    collection = client.collections.use(target.generation.name)
+    digests = digest_records(iter_records(collection))
     live_ids = None
     if target.rebuild and target.live is not None:
         live_ids = {r.doc_id for r in iter_records(client.collections.use(target.live.name))}
-    return plan_refresh(landed, state, target, deep, live_ids)
+    plan = plan_from_digests(iter_landed_documents(landing), digests, target, deep, live_ids)
+    return attach_records(plan, records_of_docs(collection, [w.doc_id for w in plan.work if w.indexed_chunks]))
 
 
 def make_targeted_plan(client, landing: ObjectStore, target: Target, keys: list[str], deep: bool) -> RefreshPlan:

@@ -7,13 +7,21 @@ unit-tested and re-derived after a crash. refresh_apply.py does the reads and wr
 A full reconcile plans from the whole listing and the whole index state; a targeted one (the change feed's
 keys) from just those keys' listing entries and index records. Both go through the same `_reconcile`, so a
 targeted plan is the full plan restricted to its keys (tests/unit/test_refresh_plan.py holds them to it).
+
+A full reconcile streams: the index state is folded, record by record, into one small `DocumentDigest` per
+document (enough to tell "complete and current", no hashes kept), the listing is walked once without being
+held, each landed key takes its digest out of the map (what is left are the deletions), and only the
+documents that need work get their chunk records read back (`attach_records`). Memory follows the number of
+documents, once, plus the change; not the chunks, and no whole-corpus list twice.
 """
 
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -48,6 +56,8 @@ class WorkItem(BaseModel):
     size: int
     version: str
     indexed: list[ChunkRecord] = Field(default_factory=list)
+    indexed_chunks: int = Field(0, description="Chunk objects the target holds for it (its records are read "
+                                "only for the documents that need work: attach_records).")
 
 
 class RefreshPlan(BaseModel):
@@ -55,7 +65,8 @@ class RefreshPlan(BaseModel):
 
     target: Target
     work: list[WorkItem]
-    unchanged: list[str] = Field(description="Landed documents whose index copy is complete and current.")
+    unchanged: int = Field(description="Landed documents whose index copy is complete and current (a count: "
+                           "a full plan never holds the corpus' ids).")
     deletions: dict[str, int] = Field(description="Indexed doc id -> chunk objects, for ids no longer landed.")
     deep: bool
     landed: int
@@ -92,56 +103,134 @@ def source_hash(data: bytes) -> str:
 
 def is_complete(doc_id: str, records: list[ChunkRecord], chunking: str, model_id: str) -> bool:
     """The index holds exactly one consistent version of this document (no gaps, mixes or strays)."""
-    if not records:
-        return False
-    first = records[0]
-    if first.chunk_count != len(records) or first.chunking != chunking or first.embedding_model != model_id:
-        return False
-    for i, r in enumerate(records):
-        if r.chunk_index != i or r.uuid != chunk_uuid(doc_id, i):
-            return False
-        if (r.chunk_count, r.source_hash, r.source_version, r.doc_text_hash, r.meta_hash) != (
-            first.chunk_count, first.source_hash, first.source_version, first.doc_text_hash, first.meta_hash
-        ):
-            return False
-    return True
+    digest = digest_records(records).get(doc_id)
+    return digest is not None and len(records) == digest.seen and digest.is_current(chunking, model_id)
+
+
+@dataclass(slots=True)
+class DocumentDigest:
+    """One indexed document folded from its chunk records, in a few dozen bytes: complete and consistent or
+    not, which version, how many chunk objects. Records may arrive in any order (a cursor goes by uuid)."""
+
+    version: str
+    chunking: str
+    embedding_model: str
+    chunk_count: int
+    fingerprint: bytes
+    seen: int = 0
+    positions: int = 0  # bit i set: chunk i was seen
+    consistent: bool = True
+
+    def add(self, record: ChunkRecord) -> None:
+        self.seen += 1
+        bit = 1 << record.chunk_index if 0 <= record.chunk_index < self.chunk_count else 0
+        if (not bit or self.positions & bit or _fingerprint(record) != self.fingerprint
+                or record.uuid != chunk_uuid(record.doc_id, record.chunk_index)):
+            self.consistent = False
+        self.positions |= bit
+
+    def is_current(self, chunking: str, model_id: str) -> bool:
+        """Exactly chunks 0..n-1 of one version, chunked and embedded the way the target wants."""
+        return (self.consistent and self.seen == self.chunk_count and self.positions == (1 << self.chunk_count) - 1
+                and self.chunking == chunking and self.embedding_model == model_id)
+
+
+def _fingerprint(record: ChunkRecord) -> bytes:
+    """What every chunk of one document version shares."""
+    shared = (str(record.chunk_count), record.source_hash, record.source_version, record.doc_text_hash,
+              record.meta_hash, record.chunking, record.embedding_model)
+    return hashlib.blake2b("\0".join(shared).encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def digest_records(records: Iterable[ChunkRecord]) -> dict[str, DocumentDigest]:
+    """Doc id -> digest, folding a stream of chunk records (the whole index state, never held at once)."""
+    digests: dict[str, DocumentDigest] = {}
+    for record in records:
+        digest = digests.get(record.doc_id)
+        if digest is None:
+            digest = digests[record.doc_id] = DocumentDigest(
+                version=record.source_version, chunking=sys.intern(record.chunking),
+                embedding_model=sys.intern(record.embedding_model), chunk_count=record.chunk_count,
+                fingerprint=_fingerprint(record))
+        digest.add(record)
+    return digests
 
 
 def _reconcile(
-    landed: Iterable[ObjectInfo], state: dict[str, list[ChunkRecord]], target: Target, deep: bool,
-) -> tuple[list[WorkItem], list[str], dict[str, int], set[str]]:
-    """(work, unchanged, deletions, landed ids): the decisions every plan makes from listing + index state."""
+    landed: Iterable[ObjectInfo], digests: dict[str, DocumentDigest], target: Target, deep: bool,
+    live_ids: set[str] | None = None,
+) -> tuple[list[WorkItem], int, dict[str, int]]:
+    """(work, unchanged, deletions): the decisions every plan makes from listing + index state, streaming.
+
+    Takes each landed key's digest (and live id) out of the maps it is given: what stays in `digests` is
+    deleted, what stays in `live_ids` is lost from the live generation."""
     model_id = target.generation.embedding_model
     work: list[WorkItem] = []
-    unchanged: list[str] = []
-    landed_ids = set()
+    unchanged = 0
     for info in landed:
-        landed_ids.add(info.key)
-        records = state.get(info.key, [])
-        if (not deep and is_complete(info.key, records, target.chunking, model_id)
-                and records[0].source_version == info.version):
-            unchanged.append(info.key)
+        digest = digests.pop(info.key, None)
+        if live_ids is not None:
+            live_ids.discard(info.key)
+        if (not deep and digest is not None and digest.is_current(target.chunking, model_id)
+                and digest.version == info.version):
+            unchanged += 1
         else:
-            work.append(WorkItem(doc_id=info.key, size=info.size, version=info.version, indexed=records))
-    deletions = {doc_id: len(records) for doc_id, records in state.items() if doc_id not in landed_ids}
-    return work, unchanged, deletions, landed_ids
+            work.append(WorkItem(doc_id=info.key, size=info.size, version=info.version,
+                                 indexed_chunks=digest.seen if digest else 0))
+    work.sort(key=lambda w: w.doc_id)
+    return work, unchanged, {doc_id: digest.seen for doc_id, digest in sorted(digests.items())}
+
+
+def plan_from_digests(
+    landed: Iterable[ObjectInfo], digests: dict[str, DocumentDigest], target: Target, deep: bool,
+    live_ids: set[str] | None = None,
+) -> RefreshPlan:
+    """The full plan from a listing stream and the target's digests (both consumed). Work items carry no
+    records yet: attach_records gives them theirs.
+
+    live_ids: the live generation's document ids when the target is a rebuild (an incremental run's target
+    is the live generation, so its digests are used)."""
+    counted = _Counted(landed)
+    if target.rebuild:
+        live_ids = set(live_ids or ()) if target.live is not None else set()
+        live_documents = len(live_ids)
+        work, unchanged, deletions = _reconcile(counted, digests, target, deep, live_ids)
+        losses = sorted(live_ids)
+    else:
+        live_documents = len(digests) if target.live is not None else 0
+        work, unchanged, deletions = _reconcile(counted, digests, target, deep)
+        losses = sorted(deletions) if target.live is not None else []
+    return RefreshPlan(target=target, work=work, unchanged=unchanged, deletions=deletions, deep=deep,
+                       landed=counted.n, live_documents=live_documents, live_losses=losses)
+
+
+def attach_records(plan: RefreshPlan, records: dict[str, list[ChunkRecord]]) -> RefreshPlan:
+    """The plan with each work item's indexed chunk records (read for just the documents that need work)."""
+    for item in plan.work:
+        item.indexed = records.get(item.doc_id, [])
+    return plan
 
 
 def plan_refresh(
     landed: list[ObjectInfo], state: dict[str, list[ChunkRecord]], target: Target, deep: bool,
     live_ids: set[str] | None = None,
 ) -> RefreshPlan:
-    """Split landed documents into certainly-unchanged ones and work items; indexed ids not landed are deleted.
+    """plan_from_digests + attach_records from an index state already in memory (tests, small states)."""
+    plan = plan_from_digests(landed, digest_records(r for recs in state.values() for r in recs), target, deep,
+                             live_ids)
+    return attach_records(plan, state)
 
-    live_ids: the live generation's document ids when the target is a rebuild (an incremental run's target
-    is the live generation, so its state is used)."""
-    work, unchanged, deletions, landed_ids = _reconcile(landed, state, target, deep)
-    if not target.rebuild:
-        live_ids = set(state)
-    live_ids = live_ids if target.live is not None and live_ids else set()
-    return RefreshPlan(target=target, work=work, unchanged=unchanged, deletions=deletions, deep=deep,
-                       landed=len(landed), live_documents=len(live_ids),
-                       live_losses=sorted(live_ids - landed_ids))
+
+class _Counted:
+    """An iterable that counts what went through it (the listing is walked once, never held)."""
+
+    def __init__(self, items: Iterable[ObjectInfo]) -> None:
+        self.items, self.n = items, 0
+
+    def __iter__(self) -> Iterator[ObjectInfo]:
+        for item in self.items:
+            self.n += 1
+            yield item
 
 
 def targeted_scope(*key_sets: Iterable[str]) -> list[str]:
@@ -161,11 +250,13 @@ def plan_targeted(
         raise ValueError("a rebuild plans the whole landing zone; it is never targeted")
     scope = targeted_scope(keys)
     wanted = set(scope)
-    work, unchanged, deletions, _ = _reconcile([i for i in landed if i.key in wanted],
-                                               {d: r for d, r in state.items() if d in wanted}, target, deep)
-    return RefreshPlan(target=target, work=work, unchanged=unchanged, deletions=deletions, deep=deep,
-                       landed=len(work) + len(unchanged), live_documents=None, live_objects=live_objects,
+    own = {d: r for d, r in state.items() if d in wanted}
+    work, unchanged, deletions = _reconcile([i for i in landed if i.key in wanted],
+                                            digest_records(r for recs in own.values() for r in recs), target, deep)
+    plan = RefreshPlan(target=target, work=work, unchanged=unchanged, deletions=deletions, deep=deep,
+                       landed=len(work) + unchanged, live_documents=None, live_objects=live_objects,
                        live_losses=sorted(deletions), scope=scope)
+    return attach_records(plan, own)
 
 
 def targeted_mass_deletion(plan: RefreshPlan, max_share: float, min_docs: int) -> str | None:
@@ -247,7 +338,7 @@ def summarize(
 ) -> RefreshReport:
     """The run's report from the plan and every batch's result."""
     counts = Counter(o for r in results for o in r.outcomes.values())
-    counts["unchanged"] += len(plan.unchanged)
+    counts["unchanged"] += plan.unchanged
     counts["deleted"] += len(plan.deletions)
     verify = sum((r.findings for r in results), VerifyFindings())
     if plan.deep:

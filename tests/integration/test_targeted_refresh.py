@@ -93,7 +93,6 @@ def test_a_targeted_refresh_applies_reads_and_embeds_only_the_recorded_keys(cfg,
     spy = Spy(landing_zone(cfg))
     with monkeypatch.context() as patched:
         patched.setattr(refresh_story, "landing_zone", lambda _settings: spy)
-        patched.setattr(refresh_story, "read_index_state", never)
         patched.setattr(refresh_story, "iter_records", never)
         report = run_refresh(cfg, targeted=True)
 

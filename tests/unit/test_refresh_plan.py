@@ -36,7 +36,7 @@ def test_complete_current_documents_are_skipped_without_reading_them():
     state = {"a.md": records("a.md", ["x", "y"]), "b.md": records("b.md", ["z"])}
     landed = [ObjectInfo("a.md", 10, "v1"), ObjectInfo("b.md", 5, "v2")]
     plan = plan_refresh(landed, state, target(), deep=False)
-    assert plan.unchanged == ["a.md"]
+    assert plan.unchanged == 1
     assert [w.doc_id for w in plan.work] == ["b.md"]  # new store version: must be read
     assert plan.work[0].indexed == state["b.md"]
     assert plan.deletions == {}
@@ -52,7 +52,7 @@ def test_new_documents_are_work_and_vanished_ones_are_deleted_with_their_chunk_c
 def test_deep_mode_reads_everything():
     state = {"a.md": records("a.md", ["x"])}
     plan = plan_refresh([ObjectInfo("a.md", 1, "v1")], state, target(), deep=True)
-    assert plan.unchanged == [] and [w.doc_id for w in plan.work] == ["a.md"]
+    assert plan.unchanged == 0 and [w.doc_id for w in plan.work] == ["a.md"]
 
 
 @pytest.mark.parametrize(
@@ -388,9 +388,11 @@ def _corpus() -> tuple[list[ObjectInfo], dict[str, list[ChunkRecord]]]:
     return landed, state
 
 
-def _restricted(plan, keys: set[str]) -> tuple:
-    return ([w for w in plan.work if w.doc_id in keys], [d for d in plan.unchanged if d in keys],
-            {d: n for d, n in plan.deletions.items() if d in keys})
+def _restricted(plan, keys: set[str], landed: list[ObjectInfo]) -> tuple:
+    """(work, unchanged, deletions) of a full plan within `keys`: the landed keys that are not work are unchanged."""
+    work = [w for w in plan.work if w.doc_id in keys]
+    unchanged = len({i.key for i in landed if i.key in keys} - {w.doc_id for w in work})
+    return work, unchanged, {d: n for d, n in plan.deletions.items() if d in keys}
 
 
 @pytest.mark.parametrize("keys", [
@@ -403,12 +405,13 @@ def test_a_targeted_plan_is_the_full_plan_restricted_to_its_keys(keys):
     from hybridops.tasks.knowledge.refresh_plan import plan_targeted
 
     landed, state = _corpus()
-    full = plan_refresh([i for i in landed if not i.key.startswith("_training/")], state, target(), deep=False)
+    documents = [i for i in landed if not i.key.startswith("_training/")]
+    full = plan_refresh(documents, state, target(), deep=False)
     # what the targeted path reads: info() of each key (None when absent) and the records of just those docs
     present = [i for i in landed if i.key in keys]
     own = {d: r for d, r in state.items() if d in keys}
     targeted = plan_targeted(keys, present, own, target(), deep=False, live_objects=10)
-    assert (targeted.work, targeted.unchanged, targeted.deletions) == _restricted(full, keys)
+    assert (targeted.work, targeted.unchanged, targeted.deletions) == _restricted(full, keys, documents)
     assert targeted.scope == sorted(keys) and targeted.landed == len(present)
     assert targeted.live_losses == sorted(targeted.deletions) and targeted.live_documents is None
     # handed the whole listing and state instead, it still plans only its keys
@@ -423,7 +426,7 @@ def test_a_targeted_plan_deletes_absent_indexed_keys_and_ignores_the_rest():
     plan = plan_targeted(["gone.md", "never-there.md", "new.md"], [i for i in landed if i.key == "new.md"],
                          {"gone.md": state["gone.md"]}, target(), deep=False)
     assert plan.deletions == {"gone.md": 3} and plan.live_losses == ["gone.md"]
-    assert [w.doc_id for w in plan.work] == ["new.md"] and plan.unchanged == []
+    assert [w.doc_id for w in plan.work] == ["new.md"] and plan.unchanged == 0
     assert plan.scope == ["gone.md", "never-there.md", "new.md"]  # never there: planned, nothing to do
 
 
@@ -548,3 +551,59 @@ def test_flow_parameter_models_survive_prefects_input_resolution():
                   PendingChanges(entries=["e"], changed_keys=["a.md"]),
                   FeedEntry(id="1", changed_keys=["a.md"], source="t", at="now")):
         assert visit_collection(model, lambda x: x, return_data=True) == model
+
+
+# the streaming full plan ----------------------------------------------------------------------------------
+
+
+def _in_order_complete(doc_id: str, records: list[ChunkRecord]) -> bool:
+    """The definition, on records sorted by position: chunks 0..n-1 of one version, each with its own id."""
+    ordered = sorted(records, key=lambda r: (r.chunk_index, r.uuid))
+    shared = {(r.chunk_count, r.source_hash, r.source_version, r.doc_text_hash, r.meta_hash, r.chunking,
+               r.embedding_model) for r in ordered}
+    return (bool(ordered) and len(shared) == 1 and ordered[0].chunk_count == len(ordered)
+            and all(r.chunk_index == i and r.uuid == chunk_uuid(doc_id, i) for i, r in enumerate(ordered)))
+
+
+def test_a_digest_folded_from_records_in_any_order_tells_complete_exactly_like_the_sorted_records():
+    import random
+
+    rng = random.Random(7)
+    damages = [
+        lambda recs: recs,
+        lambda recs: recs[1:],  # a gap
+        lambda recs: recs + [recs[0]],  # the same chunk twice (never in Weaviate, still not complete)
+        lambda recs: [recs[0].model_copy(update={"meta_hash": "m2"})] + recs[1:],  # mixed versions
+        lambda recs: recs + [recs[-1].model_copy(update={"chunk_index": len(recs), "uuid": chunk_uuid("a.md", len(recs))})],
+        lambda recs: [recs[0].model_copy(update={"uuid": "00000000-0000-0000-0000-000000000002"})] + recs[1:],
+        lambda recs: [r.model_copy(update={"chunk_index": -1}) for r in recs[:1]] + recs[1:],
+    ]
+    for trial in range(200):
+        recs = damages[trial % len(damages)](records("a.md", [f"t{i}" for i in range(rng.randint(1, 6))]))
+        rng.shuffle(recs)
+        expected = _in_order_complete("a.md", recs) and recs[0].chunking == CHUNKING and recs[0].embedding_model == MODEL
+        assert is_complete("a.md", recs, CHUNKING, MODEL) == expected, (trial, recs)
+
+
+def test_the_full_plan_walks_a_listing_stream_once_and_reads_records_only_for_the_work():
+    from hybridops.tasks.knowledge.refresh_plan import digest_records, plan_from_digests
+
+    landed, state = _corpus()
+    documents = [i for i in landed if not i.key.startswith("_training/")]
+    walked = []
+
+    def listing():  # a listing that can be walked once, in the store's order (not sorted)
+        for info in reversed(documents):
+            walked.append(info.key)
+            yield info
+
+    digests = digest_records(r for recs in state.values() for r in recs)
+    plan = plan_from_digests(listing(), digests, target(), deep=False)
+    assert sorted(walked) == sorted(i.key for i in documents) and len(walked) == len(documents)
+    assert plan.landed == len(documents) and plan.unchanged == 2  # same.md, untouched.md
+    assert [w.doc_id for w in plan.work] == ["damaged.md", "edited.md", "new.md"]  # sorted, whatever the listing order
+    assert [w.indexed_chunks for w in plan.work] == [1, 1, 0] and all(not w.indexed for w in plan.work)
+    assert plan.deletions == {"also-gone.md": 1, "gone.md": 3} and plan.live_losses == ["also-gone.md", "gone.md"]
+    assert sorted(digests) == sorted(plan.deletions)  # each landed key took its digest out: what is left goes
+    assert plan == plan_refresh(documents, state, target(), deep=False).model_copy(
+        update={"work": plan.work})  # the in-memory path decides the same
