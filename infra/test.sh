@@ -9,4 +9,4 @@ if ! command -v docker-compose >/dev/null && [ "$(id -u)" = 0 ] && command -v ap
   (apt-get install -y -qq docker-compose >/dev/null 2>&1 || true)
 fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false
-exec "${HYBRIDOPS_VENV:-.venv}/bin/pytest" tests -p no:cacheprovider --timeout 1800 "$@"
+exec "${HYBRIDOPS_VENV:-.venv}/bin/pytest" tests -p no:cacheprovider --timeout 1800 --durations=30 "$@"
