@@ -45,11 +45,16 @@ def test_weaviate_round_trip(settings: Settings) -> None:
         assert not client.collections.exists(name)
 
 
-def test_batch_failures_are_visible(settings: Settings) -> None:
-    """A wrong-typed property fails server-side; the client only logs it, so we must read failed_objects."""
+def test_a_rejected_object_fails_the_write_loudly(settings: Settings) -> None:
+    """A wrong-typed property fails server-side, per object; upsert_chunks must turn that into an error that
+    names the object (the batch request itself succeeds, so nothing else would notice)."""
+    import pytest
     from weaviate.classes.config import Configure, DataType, Property
 
+    from hybridops.tasks.knowledge.index import ChunkObject, IndexOperationError, upsert_chunks
+
     name = f"{settings.collection_prefix}_Failures"
+    good, bad = "00000000-0000-0000-0000-00000000000a", "00000000-0000-0000-0000-00000000000b"
     with weaviate_session(settings) as client:
         try:
             collection = client.collections.create(
@@ -57,10 +62,11 @@ def test_batch_failures_are_visible(settings: Settings) -> None:
                 vector_config=Configure.Vectors.self_provided(),
                 properties=[Property(name="n", data_type=DataType.INT)],
             )
-            with collection.batch.fixed_size(batch_size=10) as batch:
-                batch.add_object({"n": 1}, vector=[0.1, 0.2])
-                batch.add_object({"n": "not a number"}, vector=[0.1, 0.2])
-            assert len(collection.batch.failed_objects) == 1
+            objects = [ChunkObject(uuid=good, properties={"n": 1}, vector=[0.1, 0.2]),
+                       ChunkObject(uuid=bad, properties={"n": "not a number"}, vector=[0.1, 0.2])]
+            with pytest.raises(IndexOperationError, match=f"1 of 2 objects were rejected by Weaviate \\({bad}: "):
+                upsert_chunks(collection, objects)
             assert len(collection) == 1
+            assert upsert_chunks(collection, objects[:1] * 3) == 3 and len(collection) == 1  # by id: an upsert
         finally:
             client.collections.delete(name)
