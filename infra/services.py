@@ -25,10 +25,10 @@ from pathlib import Path
 from hybridops.infra.binaries import MINIO, WEAVIATE, ensure_binary
 from hybridops.infra.minio_notifications import (
     HEALTH_PATH,
-    TOKEN_VAR,
     configure_bucket_notifications,
     ensure_webhook_token,
     minio_target_env,
+    minio_token_env,
     notifies,
     webhook_url,
 )
@@ -167,7 +167,7 @@ def minio_service(settings: Settings, drives: int = 1) -> Service:
         | ({"MINIO_ROOTDRIVE_THRESHOLD_SIZE": "1B"} if drives > 1 else {}),
         version=lambda: f"minio@{MINIO.version}",
         marker="minio",
-        secret_env=lambda: {TOKEN_VAR: ensure_webhook_token(settings).get_secret_value()},
+        secret_env=lambda: minio_token_env(ensure_webhook_token(settings)),
     )
 
 

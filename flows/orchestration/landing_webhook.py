@@ -7,6 +7,11 @@ records become landing keys: URL-decoded, in the landing bucket under the landin
 The answer is 200 only once those keys are in the change feed; when the store is down the answer is 503
 and MinIO keeps the event in its queue and sends it again.
 
+Two copies of every event. MinIO sends each event through two targets (infra/minio_notifications.py): at once,
+and again from its on-disk queue 0-3 s later (or whenever the webhook is back). The first copy is recorded;
+a later one with the same bucket, key, event name and sequencer is answered 200 and dropped (`duplicates`).
+A copy whose feed write failed is forgotten again, so the other copy still counts.
+
 Coalescing. Feed writes are group commits: whatever arrives while one write is in flight goes into the
 next entry, so parallel senders share entries without anyone waiting for a timer. Announcements wait for
 a quiet `window_s` (at most `max_delay_s` after the first unannounced key) and send ONE event for all keys
@@ -22,6 +27,7 @@ import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
@@ -51,11 +57,13 @@ Changes = dict[str, bool]
 
 @dataclass(frozen=True)
 class ObjectEvent:
-    """One notification record: which object, and whether it is gone now."""
+    """One notification record: which object, and whether it is gone now. `copy_id` is the same for every
+    copy MinIO sends of one event (None when the record has no sequencer: never treated as a copy)."""
 
     bucket: str
     key: str  # decoded
     removed: bool
+    copy_id: tuple[str, ...] | None = None
 
 
 def parse_records(body: bytes) -> list[ObjectEvent]:
@@ -80,9 +88,41 @@ def parse_records(body: bytes) -> list[ObjectEvent]:
         if not all(isinstance(value, str) for value in (name, bucket, key)):
             raise BadInputError(f"Records[{i}]: eventName, bucket name and key must be strings")
         kind, _, detail = name.removeprefix("s3:").partition(":")
+        sequencer = record["s3"]["object"].get("sequencer")
+        copy_id = (bucket, key, name, sequencer) if isinstance(sequencer, str) and sequencer else None
         if kind == "ObjectRemoved" or (kind == "ObjectCreated" and detail not in CONTENT_UNCHANGED):
-            events.append(ObjectEvent(bucket=bucket, key=unquote_plus(key), removed=kind == "ObjectRemoved"))
+            events.append(ObjectEvent(bucket=bucket, key=unquote_plus(key), removed=kind == "ObjectRemoved",
+                                      copy_id=copy_id))
     return events
+
+
+class SeenEvents:
+    """The ids of the events recorded lately (bounded): a second copy of one of them is dropped."""
+
+    def __init__(self, limit: int = 10_000):
+        self._seen: OrderedDict[tuple[str, ...], None] = OrderedDict()
+        self._limit = limit
+        self._lock = threading.Lock()
+
+    def claim(self, events: list[ObjectEvent]) -> list[ObjectEvent]:
+        """The events not seen before, now marked seen (so a copy arriving meanwhile is dropped)."""
+        fresh = []
+        with self._lock:
+            for event in events:
+                if event.copy_id is not None:
+                    if event.copy_id in self._seen:
+                        continue
+                    self._seen[event.copy_id] = None
+                    if len(self._seen) > self._limit:
+                        self._seen.popitem(last=False)
+                fresh.append(event)
+        return fresh
+
+    def release(self, events: list[ObjectEvent]) -> None:
+        """Forget these (their feed write failed): the other copy, or MinIO's retry, must still count."""
+        with self._lock:
+            for event in events:
+                self._seen.pop(event.copy_id, None)
 
 
 @dataclass(frozen=True)
@@ -233,16 +273,20 @@ class _Handler(JsonHandler):
         if body is None:
             return None
         try:
-            changes = hook.landing.changes(parse_records(body))
+            events = parse_records(body)
         except BadInputError as exc:
             hook.count("malformed")
             log.warning("landing webhook: malformed notification from %s: %s", self.client_address[0], exc)
             return self.send_json(400, {"error": f"malformed notification: {exc}"})
         hook.count("received")
+        fresh = hook.seen.claim(events)
+        hook.count("duplicates", len(events) - len(fresh))
+        changes = hook.landing.changes(fresh)
         if changes:
             try:
                 hook.recorder.submit(changes)
             except HybridopsError as exc:
+                hook.seen.release(fresh)
                 return self.send_json(503, {"error": f"change feed unavailable: {type(exc).__name__}"})
         self.send_json(200, {"recorded": len(changes)})
 
@@ -268,7 +312,8 @@ class LandingWebhook:
         self.settings, self.landing = settings, landing
         self._expected = f"Bearer {token.get_secret_value()}".encode()
         self.recorder = ChangeRecorder(record, announce, window_s, max_delay_s)
-        self._counts = {"received": 0, "rejected": 0, "malformed": 0}
+        self.seen = SeenEvents()
+        self._counts = {"received": 0, "rejected": 0, "malformed": 0, "duplicates": 0}
         self._lock = threading.Lock()
         self._server: _Server | None = None
 
@@ -291,9 +336,9 @@ class LandingWebhook:
         self.count("rejected")
         return False
 
-    def count(self, name: str) -> None:
+    def count(self, name: str, n: int = 1) -> None:
         with self._lock:
-            self._counts[name] += 1
+            self._counts[name] += n
 
     def health(self) -> dict:
         with self._lock:

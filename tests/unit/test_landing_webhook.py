@@ -25,6 +25,7 @@ from hybridops.flows.orchestration.landing_webhook import (
 from hybridops.infra.minio_notifications import (
     HEALTH_PATH,
     NOTIFY_PATH,
+    FAST_TOKEN_VAR,
     TOKEN_VAR,
     ensure_webhook_token,
     token_file,
@@ -224,6 +225,20 @@ def test_a_store_that_is_down_gets_503_so_the_sender_retries(hook, feed: Feed) -
     assert feed.entries == [["a.md"]] and feed.events[0]["keys"] == ["a.md"]
 
 
+def test_the_second_copy_of_an_event_is_acknowledged_and_dropped(hook, feed: Feed) -> None:
+    """MinIO sends every event twice (at once, and from its queue): one feed entry, one event."""
+    record = minio_record("ns/landing/a.md")
+    assert post(hook, body(record)) == (200, {"recorded": 1})
+    assert post(hook, body(record)) == (200, {"recorded": 0})  # the queued copy, 0-3 s later
+    later = minio_record("ns/landing/a.md") | {"s3": record["s3"] | {"object": {"key": record["s3"]["object"]["key"],
+                                                                              "sequencer": "18ED82AD3B2ED1B0"}}}
+    assert post(hook, body(later)) == (200, {"recorded": 1})  # the next change of the same key is news
+    wait_for(lambda: feed.events)
+    assert feed.entries == [["a.md"], ["a.md"]] and hook.health()["duplicates"] == 1
+    removal = minio_record("ns/landing/a.md", "s3:ObjectRemoved:Delete")  # same sequencer, other event
+    assert post(hook, body(removal)) == (200, {"recorded": 1})
+
+
 def test_one_sender_after_another_gets_one_entry_each_and_one_event(hook, feed: Feed) -> None:
     for i in range(10):  # MinIO's queue sends the next record only after the previous answer
         assert post(hook, body(minio_record(f"ns/landing/doc{i}.md")))[0] == 200
@@ -330,8 +345,12 @@ def test_minio_gets_the_target_in_its_env_and_the_token_only_at_start(cfg: Setti
     assert service.env["MINIO_NOTIFY_WEBHOOK_ENABLE_HYBRIDOPS"] == "on"
     queue_dir = Path(service.env["MINIO_NOTIFY_WEBHOOK_QUEUE_DIR_HYBRIDOPS"])
     assert queue_dir.is_absolute() and queue_dir.parent == (cfg.home / "data" / "minio").resolve()
+    assert "MINIO_NOTIFY_WEBHOOK_QUEUE_DIR_HYBRIDOPSFAST" not in service.env  # the fast copy: sent at once
+    assert service.env["MINIO_NOTIFY_WEBHOOK_ENDPOINT_HYBRIDOPSFAST"] == endpoint
     assert TOKEN_VAR not in service.env and not token_file(cfg).exists()  # status/down never create it
-    assert service.secret_env() == {TOKEN_VAR: webhook_token(cfg).get_secret_value()}
+    secrets = service.secret_env()  # made now, when MinIO starts
+    token = webhook_token(cfg).get_secret_value()
+    assert secrets == {TOKEN_VAR: token, FAST_TOKEN_VAR: token}
 
 
 def test_config_output_redacts_the_token() -> None:
