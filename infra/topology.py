@@ -84,7 +84,7 @@ def weaviate_node_ports(settings: Settings, node: int) -> dict[str, int]:
     """Node 1 keeps the embedded node's ports; node n > 1 has six from weaviate_peer_port."""
     if node == 1:
         return weaviate_ports(settings)
-    base = settings.weaviate_peer_port + len(PEER_PORTS) * (node - 2)
+    base = settings.weaviate_peer_ports_start(node)
     return {label: base + offset for offset, label in enumerate(PEER_PORTS)}
 
 

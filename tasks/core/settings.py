@@ -349,6 +349,18 @@ class Settings(BaseSettings):
         return access, secret
 
     @property
+    def weaviate_peer_entry_points(self) -> list[tuple[int, int]]:
+        """(http, grpc) ports of the production topology's nodes 2..n on weaviate_url's host (none otherwise): every
+        node answers for every collection, so a client goes on to them when node 1 is down."""
+        if self.topology != "production":
+            return []
+        return [(base, base + 1) for base in map(self.weaviate_peer_ports_start, range(2, self.weaviate_nodes + 1))]
+
+    def weaviate_peer_ports_start(self, node: int) -> int:
+        """Node n > 1 of the production topology uses six ports from here: http, grpc, gossip, data, raft, raft rpc."""
+        return self.weaviate_peer_port + 6 * (node - 2)
+
+    @property
     def weaviate_replicas(self) -> int:
         """Replication factor of new index generations: the setting, else one per node of the topology."""
         if self.weaviate_replication_factor is not None:

@@ -166,6 +166,34 @@ def test_weaviate_node_killed_during_refresh(production: Settings, tmp_path: Pat
         drop_namespace(cfg)
 
 
+def test_node_1_killed_clients_go_on_through_the_other_nodes(production: Settings, tmp_path: Path) -> None:
+    """Node 1 is where every client connects first: with it gone, a user's search and a refresh still work,
+    through node 2 (a new raft leader is elected first when node 1 led)."""
+    cfg = _namespace(production, tmp_path)
+    try:
+        put(cfg, {f"kb/note-{i:03d}.md": _doc(i) for i in range(20)})
+        run_refresh(cfg)
+        _kill(production, "weaviate-1")
+        clock, deadline = time.monotonic(), time.monotonic() + 150  # a read may wait out its 60 s timeout once
+        while True:
+            try:
+                hits = _cli(cfg, "search", "Reference code REFUNDS-0005", "--k", "3")["results"]
+                break
+            except AssertionError:  # refused until the cluster has a leader again
+                assert time.monotonic() < deadline, "no search answered in 150 s with node 1 down"
+                time.sleep(2)
+        print(f"search answered {time.monotonic() - clock:.1f} s after node 1 was killed")
+        assert "kb/note-005.md" in [hit["doc_id"] for hit in hits]
+        put(cfg, {"kb/note-100.md": _doc(100)})
+        report = run_refresh(cfg)  # the lock, the plan and the writes at QUORUM, on nodes 2 and 3
+        assert report.documents.added == 1
+        assert_index_matches_landing(cfg)
+    finally:
+        restarted = up(production)  # node 1 rejoins through the running nodes
+        assert restarted["weaviate-1"]["action"] == "started"
+        drop_namespace(cfg)
+
+
 def _follower(production: Settings) -> str:
     """A node other than node 1 (the clients' entry point) that is not the raft leader: the fault a replica
     survives. (Killing the leader also stops schema reads, alias look-ups included, until a new one is elected.)"""

@@ -91,3 +91,11 @@ def test_prefect_database_url_and_sql_literals(tmp_path: Path) -> None:
     assert server.env["PREFECT_API_DATABASE_MIGRATE_ON_START"] == "false"
     assert set(server.secret_env()) == {postgres.DATABASE_URL_VAR}  # the password never in argv or plain env
     assert not any("p@ss" in part for part in server.command())
+
+
+def test_clients_know_every_node_of_the_production_topology_and_only_node_1_otherwise():
+    embedded = Settings(weaviate_peer_port=9000)
+    production = embedded.model_copy(update={"topology": "production", "weaviate_nodes": 3})
+    assert embedded.weaviate_peer_entry_points == []
+    assert production.weaviate_peer_entry_points == [
+        (weaviate_node_ports(production, n)["http"], weaviate_node_ports(production, n)["grpc"]) for n in (2, 3)]
