@@ -186,7 +186,13 @@ def seed_watcher(settings: Settings) -> dict:
 
 
 def max_rss_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: kB
+    """This process's peak RSS. VmHWM, not ru_maxrss: Linux carries ru_maxrss over execve, so a child started by
+    this (large) benchmark process would report the parent's RSS at fork as its own peak."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        return round(int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE).group(1)) / 1024, 1)
+    except (OSError, AttributeError):  # not Linux
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def child_full_refresh() -> None:
