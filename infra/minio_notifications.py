@@ -117,16 +117,16 @@ def configure_bucket_notifications(settings: Settings) -> str:
     from hybridops.tasks.core.object_store import S3Store
 
     landing = S3Store(settings.landing_uri, settings)
+    ids = _queue_config_ids(settings)
     rules = {"Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": landing.prefix}]}}} if landing.prefix else {}
-    wanted = [{"Id": config_id, "QueueArn": arn, "Events": list(NOTIFY_EVENTS)} | rules
-              for config_id, arn in _queue_config_ids(settings).items()]
+    wanted = [{"Id": config_id, "QueueArn": arn, "Events": list(NOTIFY_EVENTS)} | rules for config_id, arn in ids.items()]
     try:
         current = landing.client.get_bucket_notification_configuration(Bucket=landing.bucket)
         queues = current.get("QueueConfigurations", [])
-        mine = {q.get("Id"): q for q in queues if q.get("Id") in _queue_config_ids(settings)}
+        mine = {q.get("Id"): q for q in queues if q.get("Id") in ids}
         if len(mine) == len(wanted) and all(_shape(mine[w["Id"]]) == _shape(w) for w in wanted):
             return "unchanged"
-        others = [q for q in queues if q.get("Id") not in _queue_config_ids(settings)]
+        others = [q for q in queues if q.get("Id") not in ids]
         landing.client.put_bucket_notification_configuration(
             Bucket=landing.bucket, NotificationConfiguration={"QueueConfigurations": [*others, *wanted]})
     except (BotoCoreError, ClientError) as exc:

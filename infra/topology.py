@@ -46,10 +46,9 @@ from hybridops.infra.services import (
 from hybridops.infra.services import down as stop_services
 from hybridops.infra.services import status as services_status
 from hybridops.tasks.core.errors import ConflictError
-from hybridops.tasks.core.settings import Settings
+from hybridops.tasks.core.settings import WEAVIATE_PEER_PORTS, Settings
 
 EMBEDDED, PRODUCTION = "embedded", "production"
-PEER_PORTS = ("http", "grpc", "gossip", "data", "raft", "raft_rpc")
 ASYNC_REPLICATION_FREQUENCY = "5s"
 """How often a replica compares its hash tree with the others (Weaviate's default: 30 s). Also triggered at once
 when a node comes back."""
@@ -85,7 +84,7 @@ def weaviate_node_ports(settings: Settings, node: int) -> dict[str, int]:
     if node == 1:
         return weaviate_ports(settings)
     base = settings.weaviate_peer_ports_start(node)
-    return {label: base + offset for offset, label in enumerate(PEER_PORTS)}
+    return {label: base + offset for offset, label in enumerate(WEAVIATE_PEER_PORTS)}
 
 
 def _node_name(settings: Settings, node: int) -> str:
@@ -234,7 +233,7 @@ def private_production_settings(home: Path, **overrides) -> Settings:
     workers = overrides.get("workers", Settings.model_fields["workers"].default)
     values = dict(
         topology=PRODUCTION,
-        weaviate_peer_port=free_port_block(len(PEER_PORTS) * (nodes - 1)),
+        weaviate_peer_port=free_port_block(len(WEAVIATE_PEER_PORTS) * (nodes - 1)),
         postgres_port=free_port(),
         worker_health_port=free_port_block(workers),
     )

@@ -24,7 +24,8 @@ LOCAL_MINIO_SECRET_KEY = "hybridops-secret"
 """The built-in keys of the MinIO `hybridops up` runs on 127.0.0.1. They are public (they are in this file),
 so they are used only for a local endpoint and refused for any other (see Settings.s3_credentials)."""
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
-
+WEAVIATE_PEER_PORTS = ("http", "grpc", "gossip", "data", "raft", "raft_rpc")
+"""The ports of each further Weaviate node of the production topology, in order (http and grpc first: clients use them)."""
 
 EMPTY_MEANS_NONE = ("transfer_suite", "transfer_corpus", "train_min_steps", "lora_top_layers")
 """Optional settings on by default: set empty to switch them off (and passed on empty when off, see as_env)."""
@@ -357,8 +358,8 @@ class Settings(BaseSettings):
         return [(base, base + 1) for base in map(self.weaviate_peer_ports_start, range(2, self.weaviate_nodes + 1))]
 
     def weaviate_peer_ports_start(self, node: int) -> int:
-        """Node n > 1 of the production topology uses six ports from here: http, grpc, gossip, data, raft, raft rpc."""
-        return self.weaviate_peer_port + 6 * (node - 2)
+        """Node n > 1 of the production topology uses one port per WEAVIATE_PEER_PORTS label from here."""
+        return self.weaviate_peer_port + len(WEAVIATE_PEER_PORTS) * (node - 2)
 
     @property
     def weaviate_replicas(self) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from urllib.parse import urlparse
+from urllib.parse import ParseResult, urlparse
 
 import weaviate
 from weaviate.classes.config import ConsistencyLevel
@@ -29,7 +29,7 @@ def connect(settings: Settings):
     failures: list[Exception] = []
     for http_port, grpc_port in [node_1, *settings.weaviate_peer_entry_points]:
         try:
-            client = _connect_to(settings, http_port, grpc_port)
+            client = _connect_to(settings, url, http_port, grpc_port)
         except (WeaviateStartUpError, WeaviateConnectionError, WeaviateGRPCUnavailableError) as exc:
             failures.append(exc)
             continue
@@ -39,8 +39,7 @@ def connect(settings: Settings):
     raise failures[0]
 
 
-def _connect_to(settings: Settings, http_port: int, grpc_port: int):
-    url = urlparse(settings.weaviate_url)
+def _connect_to(settings: Settings, url: ParseResult, http_port: int, grpc_port: int):
     secure = url.scheme == "https"
     auth = Auth.api_key(settings.weaviate_api_key.get_secret_value()) if settings.weaviate_api_key else None
     return weaviate.connect_to_custom(

@@ -12,9 +12,9 @@ import json
 import re
 import uuid
 import warnings
-from itertools import islice
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Any, Literal
 
 import numpy as np

@@ -190,18 +190,17 @@ def plan_from_digests(
 
     live_ids: the live generation's document ids when the target is a rebuild (an incremental run's target
     is the live generation, so its digests are used)."""
-    counted = _Counted(landed)
     if target.rebuild:
         live_ids = set(live_ids or ()) if target.live is not None else set()
         live_documents = len(live_ids)
-        work, unchanged, deletions = _reconcile(counted, digests, target, deep, live_ids)
+        work, unchanged, deletions = _reconcile(landed, digests, target, deep, live_ids)
         losses = sorted(live_ids)
     else:
         live_documents = len(digests) if target.live is not None else 0
-        work, unchanged, deletions = _reconcile(counted, digests, target, deep)
+        work, unchanged, deletions = _reconcile(landed, digests, target, deep)
         losses = sorted(deletions) if target.live is not None else []
     return RefreshPlan(target=target, work=work, unchanged=unchanged, deletions=deletions, deep=deep,
-                       landed=counted.n, live_documents=live_documents, live_losses=losses)
+                       landed=len(work) + unchanged, live_documents=live_documents, live_losses=losses)
 
 
 def attach_records(plan: RefreshPlan, records: dict[str, list[ChunkRecord]]) -> RefreshPlan:
@@ -219,18 +218,6 @@ def plan_refresh(
     plan = plan_from_digests(landed, digest_records(r for recs in state.values() for r in recs), target, deep,
                              live_ids)
     return attach_records(plan, state)
-
-
-class _Counted:
-    """An iterable that counts what went through it (the listing is walked once, never held)."""
-
-    def __init__(self, items: Iterable[ObjectInfo]) -> None:
-        self.items, self.n = items, 0
-
-    def __iter__(self) -> Iterator[ObjectInfo]:
-        for item in self.items:
-            self.n += 1
-            yield item
 
 
 def targeted_scope(*key_sets: Iterable[str]) -> list[str]:
