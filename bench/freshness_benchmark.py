@@ -58,6 +58,7 @@ def measure(settings: Settings, landings: int, timeout_s: float, prefix: str) ->
             kind = "update" if i % 2 else "new"
             doc_id = updated_id if kind == "update" else f"{prefix}/new-{i:03d}.md"
             token = "probe" + uuid.uuid4().hex[:12]
+            landed_at = datetime.now(timezone.utc)
             landing.put(doc_id, document(token, i))
             landed = time.perf_counter()
             seconds = None
@@ -66,7 +67,8 @@ def measure(settings: Settings, landings: int, timeout_s: float, prefix: str) ->
                     seconds = round(time.perf_counter() - landed, 3)
                     break
                 time.sleep(0.05)
-            samples.append({"i": i, "kind": kind, "doc_id": doc_id, "seconds": seconds})
+            samples.append({"i": i, "kind": kind, "doc_id": doc_id, "seconds": seconds,
+                            "landed_at": landed_at.isoformat()})
             print(f"landing {i + 1}/{landings} ({kind}): "
                   + (f"{seconds:.2f} s" if seconds is not None else f"not found in {timeout_s:.0f} s"),
                   file=sys.stderr)
@@ -105,26 +107,36 @@ def summary(settings: Settings, samples: list[dict]) -> dict:
     }
 
 
-def event_latency(settings: Settings, since: datetime) -> dict:
-    """Seconds from each hybridops.landing.changed event to the refresh run it started being Running."""
+def event_latency(settings: Settings, since: datetime, samples: list[dict] = ()) -> dict:
+    """Where a landing's way to search goes: landing -> event (with `samples` from `measure`), then from each
+    hybridops.landing.changed event to the refresh run it started: created by the automation, picked up by
+    the runner (Pending), its process alive (Running), Completed."""
     from hybridops.flows.orchestration.deployments import spec_for
     from hybridops.flows.orchestration.run_control import deployment_runs, prefect_client, read_events
 
     events = read_events(settings, "hybridops.landing.changed", f"hybridops.{settings.namespace}.landing", since)
     runs = [r for r in deployment_runs(settings, spec_for(settings, "refresh-index").full_name(settings), since)
             if r.created_by == "AUTOMATION"]
-    created, running = [], []
+    landed = sorted(datetime.fromisoformat(s["landed_at"]) for s in samples if "landed_at" in s)
+    land_to_event = [(e.occurred - max(t for t in landed if t <= e.occurred)).total_seconds()
+                     for e in events if any(t <= e.occurred for t in landed)]
+    phases: dict[str, list[float]] = {"event_to_created": [], "event_to_pending": [], "event_to_running": [],
+                                      "event_to_completed": []}
     with prefect_client(settings) as client:
         for run in runs:
             states = {s.type.value: s.timestamp for s in client.read_flow_run_states(run.id)}
             event = max((e for e in events if e.occurred <= run.created), key=lambda e: e.occurred, default=None)
-            if event is not None and "RUNNING" in states:
-                created.append((run.created - event.occurred).total_seconds())
-                running.append((states["RUNNING"] - event.occurred).total_seconds())
-    if not running:
+            if event is not None and {"PENDING", "RUNNING", "COMPLETED"} <= states.keys():
+                phases["event_to_created"].append((run.created - event.occurred).total_seconds())
+                for state in ("pending", "running", "completed"):
+                    phases[f"event_to_{state}"].append((states[state.upper()] - event.occurred).total_seconds())
+    if land_to_event:
+        phases = {"land_to_event": land_to_event, **phases}
+    if not phases["event_to_running"]:
         return {"runs": 0}
-    return {"runs": len(running), "event_to_run_created_p50_s": percentile(created, 0.5),
-            "event_to_running_p50_s": percentile(running, 0.5), "event_to_running_p95_s": percentile(running, 0.95)}
+    return {"runs": len(phases["event_to_running"]),
+            **{f"{name}_{q}_s": percentile(values, level)
+               for name, values in phases.items() for q, level in (("p50", 0.5), ("p95", 0.95))}}
 
 
 def main() -> None:
@@ -148,7 +160,7 @@ def main() -> None:
         warm_up = measure(settings, 1, args.timeout * 2, prefix)  # the first refresh may build the index
         measured_since = datetime.now(timezone.utc)
         samples = measure(settings, args.landings, args.timeout, prefix)
-        latency = event_latency(settings, measured_since)
+        latency = event_latency(settings, measured_since, samples)
     finally:
         store = landing_zone(settings)
         removed_at = datetime.now(timezone.utc)

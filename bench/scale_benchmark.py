@@ -332,7 +332,7 @@ def served(settings: Settings, landings: int, timeout_s: float, idle_s: float, b
         since = datetime.now(timezone.utc)
         samples = freshness.measure(settings, landings, timeout_s, prefix)
         report = freshness.summary(settings, samples)
-        report["event_to_run"] = freshness.event_latency(settings, since)
+        report["event_to_run"] = freshness.event_latency(settings, since, samples)
         figures["land_to_searchable"] = {k: v for k, v in report.items() if k not in {"targets", "met"}}
         try:
             budget.claim("idle window", idle_s + 15)

@@ -20,6 +20,7 @@ from hybridops.tasks.behaviour.llm import generate_chat_batch
 from hybridops.tasks.behaviour.prompting import Passage, build_messages, parse_reply
 from hybridops.tasks.behaviour.reply_cache import ReplyCache
 from hybridops.tasks.core.errors import BadInputError
+from hybridops.tasks.core.model_runtime import batch_threads
 from hybridops.tasks.core.settings import PROJECT_ROOT, Settings
 from hybridops.tasks.knowledge.search import search
 
@@ -258,8 +259,9 @@ def evaluate_cases(
         clock = time.perf_counter()
 
     if todo:
-        generate_chat_batch(model, tokenizer, [conversations[i] for i in todo], settings.max_new_tokens,
-                            batch_tokens=settings.eval_batch_tokens, on_batch=batch_done)
+        with batch_threads(settings.batch_threads):
+            generate_chat_batch(model, tokenizer, [conversations[i] for i in todo], settings.max_new_tokens,
+                                batch_tokens=settings.eval_batch_tokens, on_batch=batch_done)
     return [result for result in results if result is not None]
 
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from hybridops.tasks.behaviour.llm import load_base_model
 from hybridops.tasks.behaviour.training_probe import ProbeScore, probe, probe_cases
-from hybridops.tasks.core.model_runtime import torch_device
+from hybridops.tasks.core.model_runtime import batch_threads, torch_device
 from hybridops.tasks.core.settings import Settings
 
 # torch, numpy, peft and datasets are imported inside the functions that train: the registry and the CLI
@@ -103,6 +103,7 @@ class TrainResult(BaseModel):
     probes: list[ProbeScore] = []
     stopped_early: bool = False
     peak_memory_gb: float | None = None  # the process's peak RSS after training (GPU: peak allocated there)
+    threads: int | None = None  # torch CPU threads it trained with
 
 
 ProgressCallback = Callable[[TrainProgress], None]
@@ -245,10 +246,18 @@ def train(
     progress: ProgressCallback | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter on `data` and save only the adapter (safetensors) into `out_dir`."""
-    import torch
-
     if len(data.train) == 0:
         raise ValueError("no training examples: nothing to train on")
+    with batch_threads(settings.batch_threads) as threads:
+        result = _train(settings, cfg, data, out_dir, progress)
+    return result.model_copy(update={"threads": threads})
+
+
+def _train(
+    settings: Settings, cfg: TrainConfig, data: TrainingData, out_dir: Path, progress: ProgressCallback | None
+) -> TrainResult:
+    import torch
+
     seed_everything(cfg.seed)
     model = lora_model(fresh_base_model(settings), cfg)
     tokenizer = data.tokenizer

@@ -6,6 +6,8 @@ import functools
 import importlib.util
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from hybridops.tasks.core.errors import ServiceUnavailableError
 
@@ -55,6 +57,26 @@ def configure_torch_threads(requested: int | None = None) -> int:
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return threads
+
+
+@contextmanager
+def batch_threads(requested: int | None = None) -> Iterator[int]:
+    """Torch threads for training and eval suites: `requested`, else every CPU (OMP_NUM_THREADS if the user
+    set it); the process's own setting is restored afterwards.
+
+    These are compute-bound batches that run while the box is otherwise idle, so the CPUs-1 rule of
+    `configure_torch_threads` (made for work beside busy servers) costs them: measured on the 2-core box,
+    LoRA training 139 -> 196 tokens/s and batched generation 31 -> 20 s with 2 threads instead of 1.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    threads = requested or (before if os.environ.get("OMP_NUM_THREADS") else available_cpus())
+    torch.set_num_threads(threads)
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(before)
 
 
 def torch_device() -> str:

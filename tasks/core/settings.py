@@ -161,6 +161,9 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(
         None, ge=1, description="torch CPU threads (default: CPUs-1, min 1; spin-waiting threads stall a busy small box)."
     )
+    batch_threads: int | None = Field(
+        None, ge=1, description="torch CPU threads for training and eval suites, compute-bound batches that run "
+        "alone (default: every CPU; see model_runtime.batch_threads for the measurement).")
 
     # Knowledge path
     chunk_tokens: int = 256
