@@ -109,8 +109,8 @@ def summary(settings: Settings, samples: list[dict]) -> dict:
 
 def event_latency(settings: Settings, since: datetime, samples: list[dict] = ()) -> dict:
     """Where a landing's way to search goes: landing -> event (with `samples` from `measure`), then from each
-    hybridops.landing.changed event to the refresh run it started: created by the automation, picked up by
-    the runner (Pending), its process alive (Running), Completed."""
+    hybridops.landing.changed event to the refresh run it started: the server has the event (received), the
+    automation created the run, the runner picked it up (Pending), its process is alive (Running), Completed."""
     from hybridops.flows.orchestration.deployments import spec_for
     from hybridops.flows.orchestration.run_control import deployment_runs, prefect_client, read_events
 
@@ -120,13 +120,14 @@ def event_latency(settings: Settings, since: datetime, samples: list[dict] = ())
     landed = sorted(datetime.fromisoformat(s["landed_at"]) for s in samples if "landed_at" in s)
     land_to_event = [(e.occurred - max(t for t in landed if t <= e.occurred)).total_seconds()
                      for e in events if any(t <= e.occurred for t in landed)]
-    phases: dict[str, list[float]] = {"event_to_created": [], "event_to_pending": [], "event_to_running": [],
-                                      "event_to_completed": []}
+    phases: dict[str, list[float]] = {"event_to_received": [], "event_to_created": [], "event_to_pending": [],
+                                      "event_to_running": [], "event_to_completed": []}
     with prefect_client(settings) as client:
         for run in runs:
             states = {s.type.value: s.timestamp for s in client.read_flow_run_states(run.id)}
             event = max((e for e in events if e.occurred <= run.created), key=lambda e: e.occurred, default=None)
             if event is not None and {"PENDING", "RUNNING", "COMPLETED"} <= states.keys():
+                phases["event_to_received"].append((event.received - event.occurred).total_seconds())
                 phases["event_to_created"].append((run.created - event.occurred).total_seconds())
                 for state in ("pending", "running", "completed"):
                     phases[f"event_to_{state}"].append((states[state.upper()] - event.occurred).total_seconds())

@@ -184,7 +184,10 @@ def prefect_service(settings: Settings) -> Service:
         url=base,
         health_path="/api/health",
         ports={"api": port},
-        command=lambda: [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        # the launcher is `prefect server start` with the server's own API calls retried quickly on SQLite
+        # lock conflicts (why: infra/prefect_server.py)
+        command=lambda: [sys.executable, "-m", "hybridops.infra.prefect_server", "--host", "127.0.0.1",
+                         "--port", str(port)],
         env={
             "PREFECT_HOME": str(settings.prefect_home),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
