@@ -45,7 +45,8 @@ PRELOAD = (
 
 
 def warm_up(settings: Settings) -> None:
-    """Load the embedding model (one torch thread) and run one contract validation, for every forked run."""
+    """Load the embedding model (one torch thread), run one contract validation and, with an S3 store, make one
+    S3 client (no request), for every forked run."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no rayon pool across fork
     try:
         import tqdm
@@ -56,6 +57,10 @@ def warm_up(settings: Settings) -> None:
 
         load_embedder(settings.model_copy(update={"torch_threads": 1})).embed(["warm up"])
         validate_documents([make_candidate("warm-up.md", b"# Warm up\n\nA document.", "0", settings)], settings)
+        if settings.s3_credentials():  # explicit keys: making a client resolves nothing over the network
+            from hybridops.tasks.core.object_store import s3_client
+
+            s3_client(settings)  # boto3 imported, the S3 service model parsed: ~0.25 s less for every S3 run
     except Exception as exc:  # noqa: BLE001 - warming is an optimisation; runs load what they need themselves
         log.warning("warm start: preparing the forkserver failed, runs will load models themselves: %s", exc)
 
