@@ -70,7 +70,7 @@ def ours(settings, cfg, data) -> tuple[list[float], int, float]:
 
 
 def _bf16() -> bool:
-    from hybridops.tasks.behaviour.training import bf16_supported
+    from hybridops.tasks.core.model_runtime import bf16_supported
 
     return bf16_supported()
 

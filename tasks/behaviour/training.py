@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from hybridops.tasks.behaviour.llm import load_base_model
 from hybridops.tasks.behaviour.training_probe import ProbeScore, probe, probe_cases
-from hybridops.tasks.core.model_runtime import batch_threads, torch_device
+from hybridops.tasks.core.model_runtime import batch_threads, bf16_supported, torch_device
 from hybridops.tasks.core.settings import Settings
 
 # torch, numpy, peft and datasets are imported inside the functions that train: the registry and the CLI
@@ -107,17 +107,6 @@ class TrainResult(BaseModel):
 
 
 ProgressCallback = Callable[[TrainProgress], None]
-
-
-def bf16_supported() -> bool:
-    """bf16 autocast pays off only where the hardware has bf16 math (AMX/AVX512-BF16 on CPU)."""
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    cpu = torch.cpu
-    return bool(getattr(cpu, "_is_amx_tile_supported", lambda: False)()
-                or getattr(cpu, "_is_avx512_bf16_supported", lambda: False)())
 
 
 def peak_memory_gb(device: str) -> float | None:

@@ -86,6 +86,15 @@ def torch_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def bf16_supported() -> bool:
+    """bf16 autocast pays off only where the hardware has bf16 math: a GPU that has it, or such a CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return cpu_supports_bf16()
+
+
 @functools.cache
 def cpu_supports_bf16() -> bool:
     """True when the CPU has native bf16 matmuls (AMX or AVX512-BF16) that oneDNN can use."""
