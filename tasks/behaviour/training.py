@@ -237,9 +237,8 @@ def train(
     """Train a LoRA adapter on `data` and save only the adapter (safetensors) into `out_dir`."""
     if len(data.train) == 0:
         raise ValueError("no training examples: nothing to train on")
-    with batch_threads(settings.batch_threads) as threads:
-        result = _train(settings, cfg, data, out_dir, progress)
-    return result.model_copy(update={"threads": threads})
+    with batch_threads(settings.batch_threads):
+        return _train(settings, cfg, data, out_dir, progress)
 
 
 def _train(
@@ -301,7 +300,7 @@ def _train(
         step_seconds=round(seconds / max(1, steps_done), 4), tokens_per_s=round(tokens / max(seconds, 1e-9), 1),
         tokens=tokens, loss_curve=losses, validation_loss=validation_loss, bf16=use_bf16,
         trainable_params=sum(p.numel() for p in params), probes=probes, stopped_early=steps_done < cfg.steps,
-        peak_memory_gb=peak_memory_gb(device),
+        peak_memory_gb=peak_memory_gb(device), threads=torch.get_num_threads(),
     )
 
 

@@ -42,8 +42,9 @@ def available_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def configure_torch_threads(requested: int | None = None) -> int:
-    """Set torch's intra-op threads: `requested`, else OMP_NUM_THREADS if the user set it, else CPUs-1 (min 1).
+def configure_torch_threads(requested: int | None = None, default: int | None = None) -> int:
+    """Set torch's intra-op threads: `requested`, else OMP_NUM_THREADS if the user set it, else `default`
+    (CPUs-1, min 1, when not given).
 
     Leaving a core free matters on small boxes: with Weaviate/Prefect/tests busy, 2 spin-waiting threads on
     2 CPUs measured 4-12x slower than 1 thread (generation 0.5-0.8 vs 5.5-6.7 tok/s; embeddings 9-12 vs
@@ -53,7 +54,7 @@ def configure_torch_threads(requested: int | None = None) -> int:
 
     if requested is None and os.environ.get("OMP_NUM_THREADS"):
         return torch.get_num_threads()
-    threads = requested or max(1, available_cpus() - 1)
+    threads = requested or default or max(1, available_cpus() - 1)
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return threads
@@ -61,20 +62,18 @@ def configure_torch_threads(requested: int | None = None) -> int:
 
 @contextmanager
 def batch_threads(requested: int | None = None) -> Iterator[int]:
-    """Torch threads for training and eval suites: `requested`, else every CPU (OMP_NUM_THREADS if the user
-    set it); the process's own setting is restored afterwards.
+    """`configure_torch_threads` for training and eval suites, with every CPU as the default; the process's own
+    setting is restored afterwards.
 
-    These are compute-bound batches that run while the box is otherwise idle, so the CPUs-1 rule of
-    `configure_torch_threads` (made for work beside busy servers) costs them: measured on the 2-core box,
-    LoRA training 139 -> 196 tokens/s and batched generation 31 -> 20 s with 2 threads instead of 1.
+    These are compute-bound batches that run while the box is otherwise idle, so the CPUs-1 default (made for
+    work beside busy servers) costs them: measured on the 2-core box, LoRA training 139 -> 196 tokens/s and
+    batched generation 31 -> 20 s with 2 threads instead of 1.
     """
     import torch
 
     before = torch.get_num_threads()
-    threads = requested or (before if os.environ.get("OMP_NUM_THREADS") else available_cpus())
-    torch.set_num_threads(threads)
     try:
-        yield threads
+        yield configure_torch_threads(requested, default=available_cpus())
     finally:
         torch.set_num_threads(before)
 

@@ -90,3 +90,24 @@ def test_peak_memory_of_a_run_is_reported_in_gigabytes() -> None:
     from hybridops.tasks.behaviour.training import peak_memory_gb
 
     assert 0.01 < peak_memory_gb("cpu") < 64  # this process's peak RSS: torch alone is well over 10 MB
+
+
+def test_training_and_eval_batches_use_every_cpu_then_give_the_setting_back(monkeypatch) -> None:
+    """batch_threads: every CPU (or the requested count) inside, the process's own thread count after; a user's
+    OMP_NUM_THREADS is left alone."""
+    import torch
+
+    from hybridops.tasks.core.model_runtime import available_cpus, batch_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    with batch_threads() as threads:
+        assert threads == torch.get_num_threads() == available_cpus()
+    assert torch.get_num_threads() == before
+    with batch_threads(1) as threads:
+        assert threads == torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    with batch_threads() as threads:
+        assert threads == torch.get_num_threads() == before
+    assert torch.get_num_threads() == before
