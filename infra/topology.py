@@ -9,8 +9,9 @@ the production one, on one machine with the same binaries:
 3. the bucket, then a process work pool with every deployment registered against it (infra/work_pool.py);
 4. `worker-1..W`: `prefect worker` processes running the flow runs.
 
-`up` records the topology in $HOME/run/topology; `status` and `down` use the recorded one (so `down` stops
-exactly what `up` started, in the reverse order), and `up` refuses to start one topology over the other.
+`up` records the topology in $HOME/run/topology (settings.topology_record); `load_settings` reads it, so every
+command of that home (CLI, flows) runs against the topology that is up without HYBRIDOPS_TOPOLOGY; `down` stops
+the recorded one's services in the reverse order, and `up` refuses to start one topology over the other.
 Clients reach the cluster through node 1 (`weaviate_url`); Weaviate routes each request to the replicas, so
 nodes 2..N may fail, node 1 is the single entry point locally (a Kubernetes Service spreads it in production).
 """
@@ -59,21 +60,8 @@ OnEvent = Callable[[str], None]
 # --- which topology ------------------------------------------------------------------------------
 
 
-def _record(settings: Settings) -> Path:
-    return settings.run_dir / "topology"
-
-
-def recorded_topology(settings: Settings) -> str | None:
-    try:
-        return _record(settings).read_text().strip() or None
-    except FileNotFoundError:
-        return None
-
-
-def resolve(settings: Settings, topology: str | None = None) -> Settings:
-    """The settings with the topology in force: the one asked for, else the one `up` recorded, else the setting."""
-    chosen = topology or recorded_topology(settings) or settings.topology
-    return settings.model_copy(update={"topology": chosen})
+def as_topology(settings: Settings, topology: str) -> Settings:
+    return settings.model_copy(update={"topology": topology})
 
 
 # --- the production topology's services ----------------------------------------------------------
@@ -131,14 +119,14 @@ def services_for(settings: Settings) -> list[Service]:
 
 
 def up(settings: Settings, on_event: OnEvent = lambda _: None, timeout: float = 240.0) -> dict:
-    """Start the topology in force (see `resolve`); a second `up` starts only what is missing."""
+    """Start `settings.topology` and record it; a second `up` starts only what is missing."""
     from hybridops.infra.services import up as up_embedded
 
-    running = recorded_topology(settings) or EMBEDDED  # a home from before topologies were recorded: embedded
-    if running != settings.topology and any(is_running(settings, s) for s in services_for(resolve(settings))):
+    running = settings.recorded_topology() or EMBEDDED  # a home from before topologies were recorded: embedded
+    if running != settings.topology and any(is_running(settings, s) for s in services_for(as_topology(settings, running))):
         raise ConflictError(f"the {running} topology is running under {settings.home}; `hybridops down` first")
     settings.run_dir.mkdir(parents=True, exist_ok=True)
-    _record(settings).write_text(settings.topology + "\n")
+    settings.topology_record.write_text(settings.topology + "\n")
     if settings.topology == EMBEDDED:
         return up_embedded(settings, timeout=timeout, on_event=on_event)
     return _up_production(settings, on_event, timeout)
@@ -200,9 +188,9 @@ def _wait_listening(port: int, name: str, timeout: float = 60.0) -> None:
 def down(settings: Settings, timeout: float = 30.0) -> dict:
     """Stop exactly what `up` started, in the reverse order (workers before the server, PostgreSQL last): the
     recorded topology's services whatever topology is asked for, so no process is left without a record."""
-    settings = resolve(settings, recorded_topology(settings))
+    settings = as_topology(settings, settings.recorded_topology() or settings.topology)
     report = stop_services(settings, timeout, services=list(reversed(services_for(settings))))
-    _record(settings).unlink(missing_ok=True)
+    settings.topology_record.unlink(missing_ok=True)
     return report
 
 

@@ -34,9 +34,9 @@ JSON_OPTION = typer.Option(False, "--json", help="Print one machine-readable JSO
                            callback=_remember_json)
 
 
-def settings() -> Settings:
+def settings(**overrides: Any) -> Settings:
     try:
-        return load_settings()
+        return load_settings(**overrides)
     except Exception as exc:  # pydantic ValidationError: show it plainly
         raise BadInputError(f"invalid settings: {exc}") from exc
 

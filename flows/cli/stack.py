@@ -13,15 +13,13 @@ from hybridops.tasks.core.errors import BadInputError
 TOPOLOGY_OPTION = typer.Option(
     None, "--topology", help="embedded (one process per service) or production (Prefect on PostgreSQL with a work "
     "pool and workers, a 3-node Weaviate cluster, erasure-coded MinIO; see infra/PRODUCTION.md). Default: the "
-    "topology `up` started, else HYBRIDOPS_TOPOLOGY (embedded).")
+    "topology HYBRIDOPS_TOPOLOGY names, else the one `up` started in this home, else embedded.")
 
 
 def _topology_settings(topology: str | None):
-    from hybridops.infra.topology import resolve
-
     if topology not in (None, "embedded", "production"):
         raise BadInputError(f"--topology must be embedded or production, not {topology!r}")
-    return resolve(settings(), topology)
+    return settings(topology=topology) if topology else settings()
 
 
 @app.command()

@@ -311,6 +311,17 @@ class Settings(BaseSettings):
         return self.home / "run"
 
     @property
+    def topology_record(self) -> Path:
+        """Where `hybridops up` records the topology it started (`down` removes it)."""
+        return self.run_dir / "topology"
+
+    def recorded_topology(self) -> str | None:
+        try:
+            return self.topology_record.read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    @property
     def prefect_home(self) -> Path:
         return self.home / "prefect"
 
@@ -420,5 +431,10 @@ def _port(url: str, default: int) -> int:
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """The composition root's way to build settings (env + .env + explicit overrides)."""
-    return Settings(**overrides)
+    """The composition root's way to build settings (env + .env + explicit overrides).
+
+    The topology is the one given (override, HYBRIDOPS_TOPOLOGY, .env), else the one `hybridops up` recorded in
+    this home, else embedded: every command of a home runs against the topology that is up there."""
+    settings = Settings(**overrides)
+    recorded = None if "topology" in settings.model_fields_set else settings.recorded_topology()
+    return settings.model_copy(update={"topology": recorded}) if recorded else settings

@@ -1,7 +1,7 @@
 """Connecting to Weaviate with the settings' URL, gRPC port and optional API key.
 
-With replicated collections (settings.weaviate_replicas > 1, i.e. the process's own settings say
-topology=production: set HYBRIDOPS_TOPOLOGY=production for the CLI and flows of that topology) every collection
+With replicated collections (settings.weaviate_replicas > 1, i.e. the process's settings say topology=production:
+`load_settings` finds it in the home `up` recorded it in, or HYBRIDOPS_TOPOLOGY says it) every collection
 handle the client gives out reads and writes at settings.weaviate_consistency, so no caller has to remember it.
 """
 

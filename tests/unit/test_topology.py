@@ -7,9 +7,9 @@ from pathlib import Path
 from weaviate.classes.config import ConsistencyLevel
 
 from hybridops.infra import postgres
-from hybridops.infra.topology import resolve, services_for, weaviate_cluster_node, weaviate_node_ports
+from hybridops.infra.topology import services_for, weaviate_cluster_node, weaviate_node_ports
 from hybridops.infra.work_pool import worker_service
-from hybridops.tasks.core.settings import Settings
+from hybridops.tasks.core.settings import Settings, load_settings
 from hybridops.tasks.core.weaviate_connection import _AtConsistency
 from hybridops.tasks.knowledge.index import _replication_config
 
@@ -60,17 +60,21 @@ def test_collections_handed_out_carry_the_consistency_level() -> None:
     assert wrapped.exists("X")  # everything else passes through
 
 
-def test_the_topology_in_force(tmp_path: Path) -> None:
+def test_every_command_of_a_home_runs_against_the_topology_up_started_there(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("HYBRIDOPS_TOPOLOGY", raising=False)
+    assert load_settings(home=tmp_path).topology == "embedded"
     cfg = Settings(home=tmp_path)
-    assert resolve(cfg).topology == "embedded"
     cfg.run_dir.mkdir(parents=True)
-    (cfg.run_dir / "topology").write_text("production\n")
-    assert resolve(cfg).topology == "production"  # what `up` started, for `status` and `down`
-    assert resolve(cfg, "embedded").topology == "embedded"
-    relative = Settings(home=Path("var"))  # services start inside the home: the paths they get are absolute
-    assert resolve(relative, "production").home == resolve(relative, "embedded").home == Path("var").absolute()
-    assert [s.name for s in services_for(resolve(cfg))][:2] == ["postgres", "prefect"]
+    cfg.topology_record.write_text("production\n")  # as `up --topology production` leaves it
+    found = load_settings(home=tmp_path)
+    assert found.topology == "production" and found.weaviate_replicas == 3  # so its writes reach 3 replicas at QUORUM
+    assert [s.name for s in services_for(found)][:2] == ["postgres", "prefect"]
+    assert load_settings(home=tmp_path, topology="embedded").topology == "embedded"  # --topology wins
+    monkeypatch.setenv("HYBRIDOPS_TOPOLOGY", "embedded")
+    assert load_settings(home=tmp_path).topology == "embedded"  # and so does the environment
     assert [s.name for s in services_for(cfg)] == ["prefect", "weaviate", "s3"]
+    relative = Settings(home=Path("var"))  # services start inside the home: the paths they get are absolute
+    assert relative.home == Path("var").absolute()
 
 
 def test_workers_get_the_settings_and_distinct_health_ports(tmp_path: Path) -> None:
