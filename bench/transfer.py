@@ -144,9 +144,9 @@ def retrain_on_shipped_examples(cfg: Settings) -> dict:
 def load_model(user: Settings, adapter: str | None) -> tuple[object, object, str | None, str | None]:
     """(model, tokenizer, version, warning) from the user's adapter store; heavy imports only here."""
     if adapter == "base":
-        from hybridops.tasks.behaviour.llm import load_base_model
+        from hybridops.tasks.behaviour.adapter_loading import load_generation_base
 
-        model, tokenizer = load_base_model(user)
+        model, tokenizer = load_generation_base(user)
         return model, tokenizer, None, None
     if adapter:
         from hybridops.tasks.behaviour.adapter_loading import load_adapter_model

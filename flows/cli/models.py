@@ -51,7 +51,7 @@ def info(as_json: bool = JSON_OPTION) -> None:
 
 def _llm_report(cfg: Settings) -> dict[str, Any]:
     """Prepare, then load once to prove the cache works (and show that loads take seconds)."""
-    from hybridops.tasks.behaviour.llm import load_base_model, prepare_llm
+    from hybridops.tasks.behaviour.llm import generation_dtype, load_base_model, prepare_llm
 
     prepared = prepare_llm(cfg)
     report: dict[str, Any] = {
@@ -72,6 +72,7 @@ def _llm_report(cfg: Settings) -> dict[str, Any]:
     report["load_seconds"] = round(time.monotonic() - started, 3)
     report["dtype"] = str(model.dtype).removeprefix("torch.")
     report["parameters"] = sum(p.numel() for p in model.parameters())
+    report["generation_dtype"] = generation_dtype(cfg)  # answers and evals: bf16 where the hardware has it
     return report
 
 

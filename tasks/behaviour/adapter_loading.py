@@ -23,23 +23,25 @@ from hybridops.tasks.behaviour.adapters import (
     fetch_verified,
     show,
 )
-from hybridops.tasks.behaviour.llm import load_base_model
+from hybridops.tasks.behaviour.llm import generation_dtype, load_base_model
 from hybridops.tasks.core.object_store import artifact_store
 from hybridops.tasks.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
 _LOCK = threading.Lock()
-_MODELS: OrderedDict[tuple[str, str], tuple[tuple, Any, Any]] = OrderedDict()
+_MODELS: OrderedDict[tuple[str, str, str], tuple[tuple, Any, Any]] = OrderedDict()
 _MAX_MODELS = 2  # champion + challenger; each merged copy of the base model costs ~0.5 GB
 
 
 def load_adapter_model(settings: Settings, version: str):
-    """(model, tokenizer) of the base model with `version` merged in; verified, then cached per process."""
+    """(model, tokenizer) of the base model with `version` merged in, in the generation dtype; verified, then
+    cached per process. The merge happens on an fp32 copy (a bf16 base would round the small LoRA deltas first)."""
     store = artifact_store(settings)
     # The stored objects' version tokens are part of the cache entry: a file changed after loading is re-verified.
     listing = tuple(sorted((info.key, info.version) for info in store.list(version_key(version, ""))))
-    key = (store.uri, version)
+    dtype = generation_dtype(settings)
+    key = (store.uri, version, dtype)
     with _LOCK:
         cached = _MODELS.get(key)
         if cached and cached[0] == listing:
@@ -56,25 +58,31 @@ def load_adapter_model(settings: Settings, version: str):
         base, tokenizer = load_base_model(settings)
         with tempfile.TemporaryDirectory(prefix="hybridops-adapter-") as tmp:
             folder = fetch_verified(store, manifest, Path(tmp))
-            model = _merge(copy.deepcopy(base), folder)
+            model = _merge(copy.deepcopy(base), folder, dtype)
         _MODELS[key] = (listing, model, tokenizer)
         while len(_MODELS) > _MAX_MODELS:
             _MODELS.popitem(last=False)
         return model, tokenizer
 
 
-def _merge(base, folder: Path):
+def _merge(base, folder: Path, dtype: str):
+    import torch
     from peft import PeftModel
 
     peft_model = PeftModel.from_pretrained(base, str(folder), is_trainable=False)
-    merged = peft_model.merge_and_unload()
+    merged = peft_model.merge_and_unload().to(getattr(torch, dtype))
     merged.eval()
     return merged
 
 
+def load_generation_base(settings: Settings):
+    """(model, tokenizer) of the bare base model in the generation dtype (see llm.generation_dtype)."""
+    return load_base_model(settings, dtype=generation_dtype(settings))
+
+
 def load_version_model(settings: Settings, version: str | None):
     """(model, tokenizer) of one registry version, or of the bare base model for None (challenger vs champion)."""
-    return load_adapter_model(settings, version) if version else load_base_model(settings)
+    return load_adapter_model(settings, version) if version else load_generation_base(settings)
 
 
 class ChampionModel(NamedTuple):
@@ -96,7 +104,7 @@ def load_champion(settings: Settings) -> ChampionModel:
     try:
         version = champion_version(settings)
         if version is None:
-            model, tokenizer = load_base_model(settings)
+            model, tokenizer = load_generation_base(settings)
             return ChampionModel(model, tokenizer, None)
         model, tokenizer = load_adapter_model(settings, version)
         return ChampionModel(model, tokenizer, version)
@@ -108,7 +116,7 @@ def load_champion(settings: Settings) -> ChampionModel:
             raise AdapterIntegrityError(problem) from exc
         warning = f"{problem}; answering with the base model (allow_base_fallback)"
         log.warning("%s", warning)
-        model, tokenizer = load_base_model(settings)
+        model, tokenizer = load_generation_base(settings)
         return ChampionModel(model, tokenizer, None, warning)
 
 

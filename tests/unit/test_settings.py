@@ -141,3 +141,12 @@ def test_a_relative_home_is_made_absolute_where_the_settings_are_read(monkeypatc
     assert Settings(home=Path("var")).home == tmp_path / "var"
     monkeypatch.setenv("HOME", str(tmp_path / "user"))
     assert Settings(home=Path("~/state")).home == tmp_path / "user" / "state"
+
+
+def test_answers_and_evals_stay_fp32_unless_bf16_is_asked_for(tmp_path) -> None:
+    from hybridops.tasks.behaviour.llm import generation_dtype
+    from hybridops.tasks.core.model_runtime import bf16_supported
+
+    assert generation_dtype(Settings(home=tmp_path)) == "float32"  # batched replies equal one-at-a-time ones
+    wanted = Settings(home=tmp_path, llm_bf16=True)
+    assert generation_dtype(wanted) == ("bfloat16" if bf16_supported() else "float32")
