@@ -7,10 +7,11 @@ the production one, on one machine with the same binaries:
    `weaviate_replicas` times, reads and writes at `weaviate_consistency`); `s3`: MinIO erasure-coded over
    `minio_drives` folders;
 3. the bucket, then a process work pool with every deployment registered against it (infra/work_pool.py);
-4. `worker-1..W`: `prefect worker` processes running the flow runs.
+4. `worker-1..W`: `prefect worker` processes running the flow runs; `gateway`: the landing webhook and the
+   answering service `serve` hosts in the embedded topology (flows/orchestration/gateway.py).
 
 `up` records the topology in $HOME/run/topology (settings.topology_record); `load_settings` reads it, so every
-command of that home (CLI, flows) runs against the topology that is up without HYBRIDOPS_TOPOLOGY; `down` stops
+command of that home (CLI, flows) runs against the topology that is up, whatever HYBRIDOPS_TOPOLOGY says; `down` stops
 the recorded one's services in the reverse order, and `up` refuses to start one topology over the other.
 Clients reach the cluster through node 1 (`weaviate_url`); Weaviate routes each request to the replicas, so
 nodes 2..N may fail, node 1 is the single entry point locally (a Kubernetes Service spreads it in production).
@@ -103,12 +104,41 @@ def weaviate_cluster(settings: Settings) -> list[Service]:
     return [weaviate_cluster_node(settings, node) for node in range(1, settings.weaviate_nodes + 1)]
 
 
+def gateway_services(settings: Settings) -> list[Service]:
+    """The edge process (flows/orchestration/gateway.py) hosting the landing webhook and the answering service
+    `serve` hosts in the embedded topology; none when both are off. Its health is the answering service's (the
+    webhook's when that one is off), so `up` returns once the models are loading and `status` shows it."""
+    import sys
+
+    from hybridops.flows.orchestration.answer_client import HEALTH_PATH as ANSWER_HEALTH
+    from hybridops.infra.minio_notifications import HEALTH_PATH as WEBHOOK_HEALTH
+    from hybridops.tasks.core.settings import PROJECT_ROOT
+
+    webhook = settings.landing_uri.startswith("s3://")
+    if not (settings.answer_service or webhook):
+        return []
+    port, health = ((settings.answer_service_port, ANSWER_HEALTH) if settings.answer_service
+                    else (settings.landing_webhook_port, WEBHOOK_HEALTH))
+    return [Service(
+        name="gateway",
+        url=f"http://127.0.0.1:{port}",
+        health_path=health,
+        ports={"answer": settings.answer_service_port} | ({"webhook": settings.landing_webhook_port} if webhook else {}),
+        command=lambda: [sys.executable, "-m", "hybridops.flows.orchestration.gateway"],
+        env={"PREFECT_API_URL": settings.prefect_api_url, "PYTHONUNBUFFERED": "1", "DO_NOT_TRACK": "1"},
+        version=lambda: "hybridops gateway (landing webhook, answering service)",
+        marker="hybridops.flows.orchestration.gateway",
+        secret_env=settings.as_env,
+        cwd=PROJECT_ROOT,
+    )]
+
+
 def production_services(settings: Settings) -> list[Service]:
     """Every process of the production topology, in start order."""
     services = [postgres.postgres_service(settings), postgres.prefect_on_postgres(settings), *weaviate_cluster(settings)]
     if settings.s3_endpoint:
         services.append(minio_service(settings, drives=settings.minio_drives))
-    return services + work_pool.worker_services(settings)
+    return services + work_pool.worker_services(settings) + gateway_services(settings)
 
 
 def services_for(settings: Settings) -> list[Service]:
@@ -156,7 +186,7 @@ def _up_production(settings: Settings, on_event: OnEvent, timeout: float) -> dic
         registered = work_pool.register_deployments(settings)
         on_event(f"work pool {registered['work_pool']} ({registered['action']}): "
                  f"{len(registered['deployments'])} deployments registered against it")
-    report |= start_services(settings, workers, timeout, on_event)
+    report |= start_services(settings, workers + gateway_services(settings), timeout, on_event)
     on_event(f"production topology up in {time.monotonic() - clock:.1f} s")
     return report
 

@@ -5,8 +5,8 @@ The deployments are the ones `serve` registers (same names, schedules and event 
 entrypoints (`hybridops.flows.refresh_index.refresh_index`), so a worker imports them from the installed package
 whatever its working folder. A worker starts each run as a fresh process with the worker's environment: the
 settings (HYBRIDOPS_*, secrets included, resolved only at start) and PREFECT_API_URL. Not carried over from
-`serve`: warm start (each run pays its ~8 s of imports) and the landing webhook (run `hybridops serve` beside
-the workers for an S3 landing zone's notifications; the watcher's fallback listing covers S3 without it).
+`serve`: warm start (each run pays its ~8 s of imports). The landing webhook and the answering service `serve`
+hosts run in the topology's `gateway` process instead (flows/orchestration/gateway.py).
 """
 
 from __future__ import annotations

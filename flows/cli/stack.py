@@ -13,7 +13,7 @@ from hybridops.tasks.core.errors import BadInputError
 TOPOLOGY_OPTION = typer.Option(
     None, "--topology", help="embedded (one process per service) or production (Prefect on PostgreSQL with a work "
     "pool and workers, a 3-node Weaviate cluster, erasure-coded MinIO; see infra/PRODUCTION.md). Default: the "
-    "topology HYBRIDOPS_TOPOLOGY names, else the one `up` started in this home, else embedded.")
+    "topology `up` started in this home, else HYBRIDOPS_TOPOLOGY, else embedded.")
 
 
 def _topology_settings(topology: str | None):

@@ -437,8 +437,9 @@ def _port(url: str, default: int) -> int:
 def load_settings(**overrides: Any) -> Settings:
     """The composition root's way to build settings (env + .env + explicit overrides).
 
-    The topology is the one given (override, HYBRIDOPS_TOPOLOGY, .env), else the one `hybridops up` recorded in
-    this home, else embedded: every command of a home runs against the topology that is up there."""
+    The topology is the one asked for here (`--topology`), else the one `hybridops up` recorded in this home, else
+    HYBRIDOPS_TOPOLOGY / .env, else embedded: every command of a home runs against the topology that is up there,
+    whatever a stale environment says."""
     settings = Settings(**overrides)
-    recorded = None if "topology" in settings.model_fields_set else settings.recorded_topology()
+    recorded = None if "topology" in overrides else settings.recorded_topology()
     return settings.model_copy(update={"topology": recorded}) if recorded else settings

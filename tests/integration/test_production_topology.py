@@ -33,7 +33,7 @@ from hybridops.tasks.core.settings import Settings
 from hybridops.tasks.core.weaviate_connection import weaviate_session
 from hybridops.tasks.knowledge.index import count_objects, live_name
 from hybridops.tasks.knowledge.refresh import run_refresh
-from hybridops.tasks.knowledge.search import search
+from hybridops.tasks.knowledge.search import NoIndexError, search
 from tests.conftest import TRANSFER_SUITE_SMALL
 from tests.integration.knowledge_support import assert_index_matches_landing, drop_namespace, expected_state, put
 
@@ -57,6 +57,7 @@ def production():
     """One production topology of its own for the module, started and stopped through the CLI."""
     with tempfile.TemporaryDirectory(prefix="hybridops-production-") as home:
         cfg = private_production_settings(Path(home), s3_bucket="hybridops-test", transfer_suite=TRANSFER_SUITE_SMALL,
+                                          landing="s3://hybridops-test/hybridops/landing",  # MinIO notifies
                                           topology="embedded")  # the flag below chooses, not the setting
         try:
             started = _cli(cfg, "up", "--topology", "production")
@@ -70,7 +71,8 @@ def production():
 
 
 def _namespace(production: Settings, tmp_path: Path, **overrides) -> Settings:
-    values = production.model_dump() | {"home": tmp_path / "home", "namespace": "p" + uuid.uuid4().hex[:10]}
+    values = production.model_dump() | {"home": tmp_path / "home", "namespace": "p" + uuid.uuid4().hex[:10],
+                                        "landing": None}  # a folder of its own unless the test says otherwise
     return Settings(**(values | overrides))
 
 
@@ -97,7 +99,7 @@ def test_status_reports_every_node_and_worker_on_postgres(production: Settings) 
     services = report["services"]
     assert report["topology"] == "production"
     assert set(services) == {"postgres", "prefect", "weaviate-1", "weaviate-2", "weaviate-3", "s3", "worker-1",
-                             "worker-2"}
+                             "worker-2", "gateway"}
     assert all(info["healthy"] and info["managed_pid"] for info in services.values()), services
     assert "PostgreSQL" in services["postgres"]["version"]
     assert sorted(report["weaviate_cluster"].values()) == ["HEALTHY"] * 3
@@ -107,6 +109,40 @@ def test_status_reports_every_node_and_worker_on_postgres(production: Settings) 
     assert {f"hybridops-{key}@{production.work_pool_name}" for key in
             ("watch-landing", "refresh-index", "evaluate-behaviour", "retrain-adapter", "rebuild-index",
              "rollback-adapter")} <= set(rows.splitlines())
+
+
+def _search_or_nothing(cfg: Settings, query: str) -> list:
+    try:
+        return search(cfg, query, k=3)
+    except NoIndexError:  # the namespace's first refresh has not flipped its alias yet
+        return []
+
+
+def test_the_gateway_turns_bucket_notifications_into_runs_on_the_workers_and_answers_warm(
+        production: Settings) -> None:
+    """The webhook and the answering service that `serve` hosts in the embedded topology, hosted by `gateway`."""
+    webhook = f"http://127.0.0.1:{production.landing_webhook_port}/landing/health"
+    before = json.loads(http_get(webhook)[1])
+    assert before["namespace"] == production.namespace
+    key = "kb/through-the-gateway.md"
+    landed = time.monotonic()
+    put(production, {key: "# Pallet heights\n\nThe heron rule applies to pallets stacked over 2.4 m.\n"})
+    deadline = landed + 240
+    while not any(hit.doc_id == key for hit in _search_or_nothing(production, "heron rule pallets")):
+        assert time.monotonic() < deadline, "not searchable 240 s after landing"
+        time.sleep(1)
+    searchable_s = time.monotonic() - landed
+    after = json.loads(http_get(webhook)[1])
+    assert after["keys_recorded"] > before["keys_recorded"] and after["events"] > before["events"], after
+
+    answers = f"http://127.0.0.1:{production.answer_service_port}/answer/health"
+    deadline = time.monotonic() + 180
+    while json.loads(http_get(answers)[1] or b"{}").get("status") != "ok":
+        assert time.monotonic() < deadline, http_get(answers)
+        time.sleep(1)
+    answer = _cli(production, "ask", "What does the heron rule apply to?")
+    assert answer["answered_by"] == "service" and key in answer["retrieved"], answer
+    print(f"land -> searchable through the gateway's webhook and a worker: {searchable_s:.1f} s")
 
 
 def test_weaviate_node_killed_during_refresh(production: Settings, tmp_path: Path) -> None:

@@ -71,7 +71,9 @@ def test_every_command_of_a_home_runs_against_the_topology_up_started_there(tmp_
     assert [s.name for s in services_for(found)][:2] == ["postgres", "prefect"]
     assert load_settings(home=tmp_path, topology="embedded").topology == "embedded"  # --topology wins
     monkeypatch.setenv("HYBRIDOPS_TOPOLOGY", "embedded")
-    assert load_settings(home=tmp_path).topology == "embedded"  # and so does the environment
+    assert load_settings(home=tmp_path).topology == "production"  # what runs beats a stale environment
+    cfg.topology_record.unlink()
+    assert load_settings(home=tmp_path).topology == "embedded"  # nothing up: the environment decides
     assert [s.name for s in services_for(cfg)] == ["prefect", "weaviate", "s3"]
     relative = Settings(home=Path("var"))  # services start inside the home: the paths they get are absolute
     assert relative.home == Path("var").absolute()
@@ -103,3 +105,16 @@ def test_clients_know_every_node_of_the_production_topology_and_only_node_1_othe
     assert embedded.weaviate_peer_entry_points == []
     assert production.weaviate_peer_entry_points == [
         (weaviate_node_ports(production, n)["http"], weaviate_node_ports(production, n)["grpc"]) for n in (2, 3)]
+
+
+def test_the_gateway_hosts_what_serve_would_beside_the_workers(tmp_path: Path) -> None:
+    s3 = Settings(topology="production", home=tmp_path, s3_endpoint="http://127.0.0.1:9000", landing="s3://b/ns/landing")
+    names = [s.name for s in services_for(s3)]
+    assert names[-3:] == ["worker-1", "worker-2", "gateway"]  # started last, so `down` stops it first
+    gateway = services_for(s3)[-1]
+    assert gateway.ports == {"answer": s3.answer_service_port, "webhook": s3.landing_webhook_port}
+    assert gateway.health_path == "/answer/health" and gateway.secret_env()["HYBRIDOPS_TOPOLOGY"] == "production"
+    webhook_only = services_for(s3.model_copy(update={"answer_service": False}))[-1]
+    assert (webhook_only.name, webhook_only.health_path) == ("gateway", "/landing/health")
+    folder = Settings(topology="production", home=tmp_path, landing=str(tmp_path / "landing"), answer_service=False)
+    assert "gateway" not in [s.name for s in services_for(folder)]  # nothing to host
