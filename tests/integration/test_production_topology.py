@@ -300,7 +300,7 @@ def _runs_of(production: Settings, key: str, since) -> list:
                 flow_run_filter=FlowRunFilter(expected_start_time=FlowRunFilterExpectedStartTime(after_=since)))
 
 
-def test_postgres_restart_then_a_landing_event_still_starts_a_run(production: Settings) -> None:
+def test_postgres_restart_then_events_and_schedules_resume(production: Settings) -> None:
     from datetime import UTC, datetime
 
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -336,6 +336,25 @@ def test_postgres_restart_then_a_landing_event_still_starts_a_run(production: Se
         time.sleep(2)
     hits = search(production, "zebra protocol parcels", k=3)
     assert hits and hits[0].doc_id == key
+
+    # Schedules: the server's scheduler loop (every 60 s, on the restarted database) makes a cron's runs again.
+    from prefect.client.orchestration import get_client
+
+    def scheduled() -> list:
+        return [run for run in _runs_of(production, "evaluate-behaviour", since) if run.state.is_scheduled()]
+
+    before = scheduled()
+    assert before, "evaluate-behaviour's daily cron has no scheduled run"
+    with temporary_settings(updates={PREFECT_API_URL: production.prefect_api_url}):
+        with get_client(sync_client=True) as client:
+            for run in before:
+                client.delete_flow_run(run.id)
+    deadline = time.monotonic() + 180
+    while not (after := scheduled()):
+        assert time.monotonic() < deadline, "the scheduler made no evaluate-behaviour run 180 s after the restart"
+        time.sleep(3)
+    assert {run.id for run in after}.isdisjoint(run.id for run in before)
+    assert all(run.created_by and run.created_by.type == "SCHEDULE" for run in after), after
 
 
 def _flow_run_process(production: Settings, flow_run_id: str) -> tuple[str, int] | None:
