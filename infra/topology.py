@@ -138,7 +138,7 @@ def production_services(settings: Settings) -> list[Service]:
     services = [postgres.postgres_service(settings), postgres.prefect_on_postgres(settings), *weaviate_cluster(settings)]
     if settings.s3_endpoint:
         services.append(minio_service(settings, drives=settings.minio_drives))
-    return services + work_pool.worker_services(settings) + gateway_services(settings)
+    return services + work_pool.known_workers(settings) + gateway_services(settings)
 
 
 def services_for(settings: Settings) -> list[Service]:

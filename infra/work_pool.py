@@ -58,7 +58,16 @@ def worker_service(settings: Settings, index: int) -> Service:
 
 
 def worker_services(settings: Settings) -> list[Service]:
+    """The `workers` workers the setting names: what `up` starts."""
     return [worker_service(settings, index) for index in range(1, settings.workers + 1)]
+
+
+def known_workers(settings: Settings) -> list[Service]:
+    """Those plus every worker a PID file says `up` started with a larger setting (`HYBRIDOPS_WORKERS=4 hybridops
+    up` to scale out): `status` shows them and `down` stops them whatever the setting says now."""
+    recorded = [int(path.stem.removeprefix("worker-")) for path in settings.run_dir.glob("worker-*.pid")
+                if path.stem.removeprefix("worker-").isdigit()]
+    return [worker_service(settings, index) for index in range(1, max([settings.workers, *recorded]) + 1)]
 
 
 def register_deployments(settings: Settings) -> dict:

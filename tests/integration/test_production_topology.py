@@ -405,3 +405,26 @@ def test_worker_killed_mid_run_is_crashed_and_the_next_run_converges(production:
             again = run_deployment(deployment, timeout=300, parameters={"params": {"targeted": False}})
             assert again.state.is_completed(), again.state
     assert_index_matches_landing(production)  # nothing indexed twice, nothing lost
+
+
+def test_runbook_scale_out_adds_a_worker_that_status_and_down_know(production: Settings) -> None:
+    """PRODUCTION.md's runbook: `HYBRIDOPS_WORKERS=3 hybridops up` beside the running stack."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    scaled = _cli(production.model_copy(update={"workers": 3}), "up")["services"]
+    assert scaled["worker-3"]["action"] == "started"
+    assert {scaled[name]["action"] for name in ("prefect", "weaviate-1", "worker-1", "gateway")} == {"already running"}
+    services = _cli(production, "status")["services"]  # the setting still says 2: the PID file tells
+    assert services["worker-3"]["healthy"] and services["worker-3"]["managed_pid"], services
+    deadline = time.monotonic() + 60
+    with temporary_settings(updates={PREFECT_API_URL: production.prefect_api_url}):
+        with get_client(sync_client=True) as client:
+            while True:
+                online = {w.name for w in client.read_workers_for_work_pool(production.work_pool_name)
+                          if w.status and w.status.value == "ONLINE"}
+                if f"{production.namespace}-worker-3" in online:
+                    break
+                assert time.monotonic() < deadline, f"worker-3 never polled the pool: {online}"
+                time.sleep(2)
+    # the fixture's `down` (default setting: 2 workers) must stop worker-3 too: it asserts every process stopped

@@ -118,3 +118,13 @@ def test_the_gateway_hosts_what_serve_would_beside_the_workers(tmp_path: Path) -
     assert (webhook_only.name, webhook_only.health_path) == ("gateway", "/landing/health")
     folder = Settings(topology="production", home=tmp_path, landing=str(tmp_path / "landing"), answer_service=False)
     assert "gateway" not in [s.name for s in services_for(folder)]  # nothing to host
+
+
+def test_status_and_down_know_every_worker_up_started_whatever_the_setting_says_now(tmp_path: Path) -> None:
+    cfg = Settings(topology="production", home=tmp_path)
+    cfg.run_dir.mkdir(parents=True)
+    assert [s.name for s in services_for(cfg) if s.name.startswith("worker")] == ["worker-1", "worker-2"]
+    (cfg.run_dir / "worker-4.pid").write_text("12345")  # `HYBRIDOPS_WORKERS=4 hybridops up` was run
+    workers = [s for s in services_for(cfg) if s.name.startswith("worker")]
+    assert [s.name for s in workers] == ["worker-1", "worker-2", "worker-3", "worker-4"]
+    assert len({s.ports["health"] for s in workers}) == 4
