@@ -5,7 +5,7 @@ the production one, on one machine with the same binaries:
    (infra/postgres.py);
 2. `prefect` on that database; `weaviate-1..N`: one raft cluster (every collection replicated
    `weaviate_replicas` times, reads and writes at `weaviate_consistency`); `s3`: MinIO erasure-coded over
-   `minio_drives` folders;
+   `minio_drives` folders, its bucket versioned (infra/bucket_versioning.py);
 3. the bucket, then a process work pool with every deployment registered against it (infra/work_pool.py);
 4. `worker-1..W`: `prefect worker` processes running the flow runs; `gateway`: the landing webhook and the
    answering service `serve` hosts in the embedded topology (flows/orchestration/gateway.py).
@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hybridops.infra import postgres, work_pool
+from hybridops.infra.bucket_versioning import enable_versioning
 from hybridops.infra.services import (
     Service,
     ServiceError,
@@ -180,6 +181,10 @@ def _up_production(settings: Settings, on_event: OnEvent, timeout: float) -> dic
     report |= await_healthy(settings, launched | node_launched, timeout, on_event)
 
     prepare_storage(settings, on_event)
+    if settings.s3_endpoint:
+        versioning = enable_versioning(settings)
+        on_event(f"bucket {settings.s3_bucket}: versioning {versioning['versioning']}, noncurrent versions kept "
+                 f"{versioning['noncurrent_days']} days")
     workers = work_pool.worker_services(settings)
     if report["prefect"]["action"] == "started" or not all(is_running(settings, w) for w in workers):
         # (again) after a restart: the deployments are current and a watcher run is queued for the new workers

@@ -96,6 +96,8 @@ class Settings(BaseSettings):
     s3_secret_key: SecretStr | None = None
     s3_region: str = "us-east-1"
     s3_bucket: str = "hybridops"
+    s3_noncurrent_days: int = Field(30, ge=1, description="Production topology: the bucket keeps overwritten and "
+                                    "deleted objects' versions this many days (restore, infra/PRODUCTION.md).")
     s3_console_port: int = Field(9001, description="MinIO console port when hybridops runs MinIO locally.")
     landing_webhook_port: int = Field(
         4290, ge=1, le=65535, description="Port of the landing webhook `hybridops serve` hosts on 127.0.0.1: the "

@@ -428,3 +428,42 @@ def test_runbook_scale_out_adds_a_worker_that_status_and_down_know(production: S
                 assert time.monotonic() < deadline, f"worker-3 never polled the pool: {online}"
                 time.sleep(2)
     # the fixture's `down` (default setting: 2 workers) must stop worker-3 too: it asserts every process stopped
+
+
+def test_runbook_restore_the_adapter_registry_from_bucket_versions(production: Settings, tmp_path: Path) -> None:
+    """PRODUCTION.md's runbook, step by step (boto3 making the `aws s3api` calls it lists), after the registry of
+    a namespace was deleted by mistake: delete markers removed, the older champion pointer copied back."""
+    from hybridops.tasks.behaviour import adapters
+    from hybridops.tasks.core.object_store import s3_client
+    from tests.adapter_support import adapter_folder, register
+
+    cfg = _namespace(production, tmp_path)
+    cfg = _namespace(production, tmp_path, namespace=cfg.namespace,
+                     store=f"s3://{production.s3_bucket}/{cfg.namespace}/store")
+    store = artifact_store(cfg)
+    first = register(cfg, store, adapter_folder(tmp_path, b"one"))
+    second = register(cfg, store, adapter_folder(tmp_path, b"two"), parent=first.version)
+    adapters.promote(cfg, first.version, "first")
+    adapters.promote(cfg, second.version, "second")
+    for info in list(store.list(adapters.PREFIX)):  # the accident
+        store.delete(info.key)
+    gone = _cli(cfg, "adapters", "list")
+    assert gone["adapters"] == [] and gone["champion"] is None
+
+    client, bucket = s3_client(cfg), production.s3_bucket
+    prefix = f"{cfg.namespace}/store/{adapters.PREFIX}"
+    for marker in client.list_object_versions(Bucket=bucket, Prefix=prefix).get("DeleteMarkers", []):
+        if marker["IsLatest"]:
+            client.delete_object(Bucket=bucket, Key=marker["Key"], VersionId=marker["VersionId"])
+    pointer = f"{cfg.namespace}/store/{adapters.CHAMPION_KEY}"
+    versions = [v for v in client.list_object_versions(Bucket=bucket, Prefix=pointer)["Versions"] if v["Key"] == pointer]
+    assert len(versions) == 2 and versions[0]["IsLatest"]  # newest first: the pointer naming `second`, then `first`
+    client.copy_object(Bucket=bucket, Key=pointer, CopySource={"Bucket": bucket, "Key": pointer,
+                                                               "VersionId": versions[1]["VersionId"]})
+
+    restored = _cli(cfg, "adapters", "list")
+    assert restored["champion"] == first.version
+    assert {row["version"]: row["valid"] for row in restored["adapters"]} == {first.version: True, second.version: True}
+    shown = _cli(cfg, "adapters", "show", second.version)
+    assert shown["files"] == second.model_dump(mode="json")["files"]
+    assert adapters.verify(cfg, second.version).version == second.version  # every file's sha256 checked again
