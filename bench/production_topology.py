@@ -88,7 +88,6 @@ def dask_full_refresh(base: Settings, n_docs: int, workers: int) -> dict:
     Prefect server with its batches on a LocalCluster of `workers` processes (their start and model loads count)."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from hybridops.flows.orchestration.dask import refresh_task_runner
     from hybridops.flows.orchestration.serving import export_settings
     from hybridops.flows.refresh_index import RefreshParams, refresh_index
     from hybridops.tasks.core.object_store import landing_zone
@@ -106,7 +105,7 @@ def dask_full_refresh(base: Settings, n_docs: int, workers: int) -> dict:
         export_settings(cfg)  # the flow rebuilds its settings from the environment
         with temporary_settings(updates={PREFECT_API_URL: cfg.prefect_api_url}):
             started = time.perf_counter()
-            report = refresh_index.with_options(task_runner=refresh_task_runner(cfg))(RefreshParams())
+            report = refresh_index(RefreshParams())  # as a worker runs it: HYBRIDOPS_DASK_WORKERS sends batches to Dask
             seconds = time.perf_counter() - started
         log(f"full refresh on Dask ({workers} workers): {report.chunks.embedded} embeddings in {seconds:.1f}s")
         return {"workers": workers, "seconds": round(seconds, 2), "embedded": report.chunks.embedded,

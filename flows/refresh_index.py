@@ -2,7 +2,7 @@
 
 The story takes the namespace's index lock (the same one `hybridops refresh` takes), so two refreshes never
 overlap whoever starts them. Here each step is a Prefect task with transient-only retries, each batch of
-documents is its own task (on Dask when the deployment runs with a DaskTaskRunner), progress goes to
+documents is its own task (on Dask when the settings ask for it, see submit_batches), progress goes to
 progress artifacts, and a landing that arrived during a full run is announced again. Then: a markdown
 artifact and the hybridops.index.refreshed event.
 
@@ -19,6 +19,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from hybridops.flows.orchestration.dask import refresh_task_runner
 from hybridops.flows.orchestration.events import index_refreshed, mass_delete_blocked
 from hybridops.flows.orchestration.reporting import TRANSIENT_RETRIES, PrefectReporter, prefect_step
 from hybridops.flows.watch_landing import announce_follow_up
@@ -41,10 +42,23 @@ def index_batch(settings: Settings, target: Target, items: list[WorkItem], deep:
 
 
 def submit_batches(settings: Settings, target: Target, batches: list[list[WorkItem]], deep: bool) -> Iterator[BatchResult]:
-    """Every batch as a task on the flow's task runner (threads here, Dask workers when configured), in order."""
-    futures = [index_batch.submit(settings, target, batch, deep) for batch in batches]
-    for future in futures:
-        yield future.result()
+    """Every batch as a task, results in order: on Dask when the settings ask for it (HYBRIDOPS_DASK_WORKERS or
+    _ADDRESS, flows/orchestration/dask.py) and there is more than one batch, else on the flow's own runner.
+
+    Decided here, at run time, from the run's settings, so runs of `serve` and of the production topology's
+    workers (which import the flow by its module path) scale out alike; a lone batch (a landing's targeted
+    refresh) never waits for a cluster to start."""
+    dask = refresh_task_runner(settings) if len(batches) > 1 else None
+    if dask is None:
+        futures = [index_batch.submit(settings, target, batch, deep) for batch in batches]
+        for future in futures:
+            yield future.result()
+        return
+    with dask:
+        futures = [dask.submit(index_batch, {"settings": settings, "target": target, "items": batch, "deep": deep})
+                   for batch in batches]
+        for future in futures:
+            yield future.result()
 
 
 @flow(name="refresh_index", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))

@@ -32,7 +32,6 @@ from prefect.deployments import run_deployment
 from prefect.events import DeploymentEventTrigger
 from prefect.schedules import Cron, Interval
 
-from hybridops.flows.orchestration.dask import refresh_task_runner
 from hybridops.flows.orchestration.events import BEHAVIOUR_DRIFT, LANDING_CHANGED
 from hybridops.tasks.core.settings import Settings
 
@@ -66,15 +65,6 @@ class DeploymentSpec:
         """The flow object (imported on demand so listing deployments stays cheap)."""
         module, attr = self.flow_ref.split(":")
         return getattr(importlib.import_module(module), attr)
-
-    def flow_for(self, settings: Settings):
-        """The flow as this deployment runs it (refresh-index may run its batches on Dask)."""
-        flow = self.flow()
-        if self.key == "refresh-index":
-            runner = refresh_task_runner(settings)
-            if runner is not None:
-                return flow.with_options(task_runner=runner)
-        return flow
 
     def schedules(self, settings: Settings) -> list:
         schedules = []

@@ -51,7 +51,7 @@ def serve(settings: Settings, limit: int = 8, on_ready=lambda names: None, on_ev
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, lambda signum, frame: _stop_soon(runner))
         for spec in specs:
-            runner.add_flow(spec.flow_for(settings), **spec.options(settings))
+            runner.add_flow(spec.flow(), **spec.options(settings))
         webhook = start_landing_webhook(settings, on_event)  # inside temporary_settings: its events reach this server
         answers = start_answer_service(settings, on_event)
         try:

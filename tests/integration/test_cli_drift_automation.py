@@ -41,7 +41,7 @@ def example_cases(path: Path, ids: tuple[str, ...]) -> Path:
 def retrain_deployment(indexed: Settings, prefect_api: str) -> Iterator[str]:  # noqa: F811
     """retrain-adapter registered with its drift trigger (as `serve` registers it, minus the runner)."""
     spec = spec_for(indexed, "retrain-adapter")
-    deployment_id = spec.flow_for(indexed).to_deployment(**spec.options(indexed)).apply()
+    deployment_id = spec.flow().to_deployment(**spec.options(indexed)).apply()
     try:
         yield spec.full_name(indexed)
     finally:

@@ -196,22 +196,31 @@ def test_a_refresh_announces_a_follow_up_when_the_landing_zone_moved_meanwhile(s
 
 
 def test_refresh_batches_run_on_a_two_worker_dask_cluster(settings: Settings, prefect_api: str, monkeypatch) -> None:
-    from hybridops.flows.refresh_index import RefreshParams, refresh_index
-    from hybridops.flows.orchestration.dask import refresh_task_runner
+    """The flow as a worker or `serve` runs it (imported as is, settings from the environment): with
+    HYBRIDOPS_DASK_WORKERS=2 its batches go to a two-process Dask cluster."""
+    from prefect_dask import DaskTaskRunner
 
-    for key, value in settings.as_env().items():
+    from hybridops.flows.refresh_index import RefreshParams, refresh_index
+
+    for key, value in settings.model_copy(update={"dask_workers": 2}).as_env().items():
         monkeypatch.setenv(key, value)
+    on_dask = []
+    submit = DaskTaskRunner.submit
+    monkeypatch.setattr(DaskTaskRunner, "submit", lambda runner, task, *args, **kwargs: on_dask.append(task.name)
+                        or submit(runner, task, *args, **kwargs))  # a spy: the real cluster runs every batch
     landing = landing_zone(settings)
     docs = sorted(p for p in CORPUS.rglob("*.md"))[:6]
     for path in docs:
         landing.put(path.relative_to(CORPUS).as_posix(), path.read_bytes())
-    runner = refresh_task_runner(settings.model_copy(update={"dask_workers": 2}))
-    assert type(runner).__name__ == "DaskTaskRunner"
     try:
-        report = refresh_index.with_options(task_runner=runner)(RefreshParams(batch_size=2))  # 3 batches
+        report = refresh_index(RefreshParams(batch_size=2))  # 3 batches
+        assert on_dask == ["index-batch"] * 3
         assert report.documents.added == len(docs) and report.chunks.embedded > 0
         first = docs[0].relative_to(CORPUS).as_posix()
         assert first in {hit.doc_id for hit in search(settings, docs[0].stem.replace("-", " "), k=5)}
+        landing.put("kb/one-more.md", b"# One more\n\nA single changed document is a single batch.\n")
+        assert refresh_index(RefreshParams(batch_size=2)).documents.added == 1
+        assert len(on_dask) == 3  # one batch: no cluster to start for it
     finally:
         drop_namespace(settings)
 
