@@ -20,12 +20,15 @@ nodes 2..N may fail, node 1 is the single entry point locally (a Kubernetes Serv
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from hybridops.flows.orchestration.answer_client import HEALTH_PATH as ANSWER_HEALTH
 from hybridops.infra import postgres, work_pool
 from hybridops.infra.bucket_versioning import enable_versioning
+from hybridops.infra.minio_notifications import HEALTH_PATH as WEBHOOK_HEALTH
 from hybridops.infra.services import (
     Service,
     ServiceError,
@@ -49,7 +52,7 @@ from hybridops.infra.services import (
 from hybridops.infra.services import down as stop_services
 from hybridops.infra.services import status as services_status
 from hybridops.tasks.core.errors import ConflictError
-from hybridops.tasks.core.settings import WEAVIATE_PEER_PORTS, Settings
+from hybridops.tasks.core.settings import PROJECT_ROOT, WEAVIATE_PEER_PORTS, Settings
 
 EMBEDDED, PRODUCTION = "embedded", "production"
 ASYNC_REPLICATION_FREQUENCY = "5s"
@@ -109,12 +112,6 @@ def gateway_services(settings: Settings) -> list[Service]:
     """The edge process (flows/orchestration/gateway.py) hosting the landing webhook and the answering service
     `serve` hosts in the embedded topology; none when both are off. Its health is the answering service's (the
     webhook's when that one is off), so `up` returns once the models are loading and `status` shows it."""
-    import sys
-
-    from hybridops.flows.orchestration.answer_client import HEALTH_PATH as ANSWER_HEALTH
-    from hybridops.infra.minio_notifications import HEALTH_PATH as WEBHOOK_HEALTH
-    from hybridops.tasks.core.settings import PROJECT_ROOT
-
     webhook = settings.landing_uri.startswith("s3://")
     if not (settings.answer_service or webhook):
         return []
