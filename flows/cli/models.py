@@ -72,7 +72,7 @@ def _llm_report(cfg: Settings) -> dict[str, Any]:
     report["load_seconds"] = round(time.monotonic() - started, 3)
     report["dtype"] = str(model.dtype).removeprefix("torch.")
     report["parameters"] = sum(p.numel() for p in model.parameters())
-    report["generation_dtype"] = generation_dtype(cfg)  # answers and evals: bf16 where the hardware has it
+    report["generation_dtype"] = generation_dtype(cfg)  # answers and evals: fp32 unless HYBRIDOPS_LLM_BF16 opts in
     return report
 
 

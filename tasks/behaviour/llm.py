@@ -42,7 +42,7 @@ _EDGE_BYTES = 1 << 20
 _DTYPE = "float32"
 """Saved as fp32: the exact dequantised GGUF weights, and the float parameters peft/LoRA train and merge into."""
 
-_CACHE: dict[tuple[str, str], tuple[Any, Any]] = {}
+_CACHE: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 _CACHE_LOCK = threading.Lock()
 
 

@@ -4,8 +4,8 @@ A retrain evaluates the champion on cases it answered at the last retrain or sch
 weights nor the prompt (question, retrieved passages, system prompt) changed, generating again costs minutes
 and cannot change a single reply. The cache is keyed by everything that decides the reply: the model identity
 (base model id and weight hash, the hash of its tokenizer, chat template and generation config files, adapter
-version and its file hashes, max_new_tokens, the weights' dtype, the cache format) names one object in the artifact store, and
-inside it each reply is keyed by the sha256 of the exact chat messages. A changed passage, a new system
+version and its file hashes, max_new_tokens, the weights' dtype, the cache format) names one object in the
+artifact store, and inside it each reply is keyed by the sha256 of the exact chat messages. A changed passage, a new system
 prompt, another chat template or a retrained adapter is a miss, never a stale hit. Replies are stored raw
 and parsed and checked anew on every use, so a change to the parser or the checks applies to them too.
 
