@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.freshness_benchmark import measure, summary  # noqa: E402
-from bench.refresh_benchmark import _drop, docstring_documents, log, run  # noqa: E402
+from bench.refresh_benchmark import _drop, docstring_documents, land_corpus, log, run  # noqa: E402
 from hybridops.infra.services import private_stack  # noqa: E402
 from hybridops.infra.topology import private_production_stack  # noqa: E402
 from hybridops.tasks.core.settings import Settings  # noqa: E402
@@ -90,18 +90,11 @@ def dask_full_refresh(base: Settings, n_docs: int, workers: int) -> dict:
 
     from hybridops.flows.orchestration.serving import export_settings
     from hybridops.flows.refresh_index import RefreshParams, refresh_index
-    from hybridops.tasks.core.object_store import landing_zone
-    from hybridops.tasks.knowledge.landing import land
-
     home = Path(tempfile.mkdtemp(prefix="hybridops-bench-dask-"))
     cfg = Settings(**(base.model_dump() | {"home": home, "namespace": "benchdask" + uuid.uuid4().hex[:6],
                                            "landing": None, "store": None, "dask_workers": workers}))
     try:
-        source = home / "corpus"
-        for doc_id, text in docstring_documents(n_docs).items():
-            (source / doc_id).parent.mkdir(parents=True, exist_ok=True)
-            (source / doc_id).write_text(text, encoding="utf-8")
-        land(landing_zone(cfg), [source])
+        land_corpus(cfg, docstring_documents(n_docs), home / "corpus")
         export_settings(cfg)  # the flow rebuilds its settings from the environment
         with temporary_settings(updates={PREFECT_API_URL: cfg.prefect_api_url}):
             started = time.perf_counter()

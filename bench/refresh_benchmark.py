@@ -76,7 +76,6 @@ def run(base: Settings, n_docs: int, n_queries: int) -> dict:
     from hybridops.tasks.knowledge.document_contract import make_candidate, validate_documents
     from hybridops.tasks.knowledge.embeddings import load_embedder
     from hybridops.tasks.knowledge.index import alias_name, list_generations, live_name, read_index_state
-    from hybridops.tasks.knowledge.landing import land
     from hybridops.tasks.core.object_store import landing_zone
     from hybridops.tasks.knowledge.refresh import run_refresh
     from hybridops.tasks.knowledge.search import Searcher
@@ -87,11 +86,7 @@ def run(base: Settings, n_docs: int, n_queries: int) -> dict:
                                            "landing": None, "store": None}))
     try:
         corpus = docstring_documents(n_docs)
-        source = home / "corpus"
-        for doc_id, text in corpus.items():
-            (source / doc_id).parent.mkdir(parents=True, exist_ok=True)
-            (source / doc_id).write_text(text, encoding="utf-8")
-        land(landing_zone(cfg), [source])
+        land_corpus(cfg, corpus, home / "corpus")
         log(f"corpus: {len(corpus)} documents, {sum(map(len, corpus.values())) / 1e6:.1f} MB of text")
 
         embedder = load_embedder(cfg)  # warm-up outside every timing: model load, kernels, GX import
@@ -163,6 +158,17 @@ def run(base: Settings, n_docs: int, n_queries: int) -> dict:
     finally:
         _drop(cfg)
         shutil.rmtree(home, ignore_errors=True)
+
+
+def land_corpus(cfg: Settings, corpus: dict[str, str], source: Path) -> None:
+    """Write the documents as files under `source`, then land that folder as a user would."""
+    from hybridops.tasks.core.object_store import landing_zone
+    from hybridops.tasks.knowledge.landing import land
+
+    for doc_id, text in corpus.items():
+        (source / doc_id).parent.mkdir(parents=True, exist_ok=True)
+        (source / doc_id).write_text(text, encoding="utf-8")
+    land(landing_zone(cfg), [source])
 
 
 def _drop(cfg: Settings) -> None:

@@ -13,6 +13,7 @@ meanwhile has its own feed entry and event.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 from prefect import flow, task
@@ -49,14 +50,9 @@ def submit_batches(settings: Settings, target: Target, batches: list[list[WorkIt
     workers (which import the flow by its module path) scale out alike; a lone batch (a landing's targeted
     refresh) never waits for a cluster to start."""
     dask = refresh_task_runner(settings) if len(batches) > 1 else None
-    if dask is None:
-        futures = [index_batch.submit(settings, target, batch, deep) for batch in batches]
-        for future in futures:
-            yield future.result()
-        return
-    with dask:
-        futures = [dask.submit(index_batch, {"settings": settings, "target": target, "items": batch, "deep": deep})
-                   for batch in batches]
+    with dask or contextlib.nullcontext():
+        calls = [{"settings": settings, "target": target, "items": batch, "deep": deep} for batch in batches]
+        futures = [dask.submit(index_batch, call) if dask else index_batch.submit(**call) for call in calls]
         for future in futures:
             yield future.result()
 

@@ -25,22 +25,15 @@ def run_gateway(settings: Settings, stop: threading.Event) -> int:
     """Host the webhook (S3 landing zones) and the answering service until `stop` is set; 1 if neither could."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from hybridops.flows.orchestration.answer_service import start_answer_service
-    from hybridops.flows.orchestration.landing_webhook import start_landing_webhook
-    from hybridops.flows.orchestration.serving import export_settings
+    from hybridops.flows.orchestration.serving import export_settings, hosted_servers
 
     export_settings(settings)
     with temporary_settings(updates={PREFECT_API_URL: settings.prefect_api_url}):  # the webhook's events go there
-        servers = [server for server in (start_landing_webhook(settings, log.info),
-                                         start_answer_service(settings, log.info)) if server is not None]
-        if not servers:
-            log.error("gateway: neither the landing webhook nor the answering service could start")
-            return 1
-        try:
+        with hosted_servers(settings, log.info) as servers:
+            if not servers:
+                log.error("gateway: neither the landing webhook nor the answering service could start")
+                return 1
             stop.wait()
-        finally:
-            for server in servers:
-                server.stop()
     return 0
 
 

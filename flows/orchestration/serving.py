@@ -11,12 +11,14 @@ and the answering service (flows/orchestration/answer_service.py), so `hybridops
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 
 from hybridops.tasks.core.settings import Settings, PROJECT_ROOT
 
@@ -35,9 +37,7 @@ def serve(settings: Settings, limit: int = 8, on_ready=lambda names: None, on_ev
     from prefect.runner import Runner
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from hybridops.flows.orchestration.answer_service import start_answer_service
     from hybridops.flows.orchestration.deployments import deployment_specs, start_watcher
-    from hybridops.flows.orchestration.landing_webhook import start_landing_webhook
 
     with temporary_settings(updates={PREFECT_API_URL: settings.prefect_api_url}):
         specs = deployment_specs(settings)
@@ -52,19 +52,29 @@ def serve(settings: Settings, limit: int = 8, on_ready=lambda names: None, on_ev
             signal.signal(signal.SIGINT, lambda signum, frame: _stop_soon(runner))
         for spec in specs:
             runner.add_flow(spec.flow(), **spec.options(settings))
-        webhook = start_landing_webhook(settings, on_event)  # inside temporary_settings: its events reach this server
-        answers = start_answer_service(settings, on_event)
-        try:
+        with hosted_servers(settings, on_event):  # inside temporary_settings: the webhook's events reach this server
             start_watcher(settings)
             on_ready([spec.name(settings) for spec in specs])
             try:
                 asyncio.run(runner.start())
             except KeyboardInterrupt:
                 pass
-        finally:
-            for server in (webhook, answers):
-                if server is not None:
-                    server.stop()
+
+
+@contextlib.contextmanager
+def hosted_servers(settings: Settings, on_event=lambda message: None) -> Iterator[list]:
+    """The HTTP servers hosted beside the flow runs (`serve`, the production topology's gateway): the landing
+    webhook (S3 landing zones) and the answering service, each when it could start; stopped on the way out."""
+    from hybridops.flows.orchestration.answer_service import start_answer_service
+    from hybridops.flows.orchestration.landing_webhook import start_landing_webhook
+
+    servers = [server for server in (start_landing_webhook(settings, on_event), start_answer_service(settings, on_event))
+               if server is not None]
+    try:
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
 
 
 def _stop_soon(runner) -> None:

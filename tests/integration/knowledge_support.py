@@ -9,6 +9,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import pytest
+
 from hybridops.flows.orchestration.run_control import read_events
 from hybridops.tasks.knowledge.document_contract import make_candidate, validate_documents
 from hybridops.tasks.knowledge.chunking import chunk_document
@@ -20,6 +22,7 @@ from hybridops.tasks.core.object_store import landing_zone
 from hybridops.tasks.knowledge.rebuild import effective_max_tokens
 from hybridops.tasks.core.settings import Settings
 from hybridops.tasks.core.weaviate_connection import weaviate_session
+from hybridops.tasks.knowledge.search import NoIndexError, search
 
 REPO = Path(__file__).resolve().parents[2]
 CORPUS = REPO / "examples" / "corpus"
@@ -119,3 +122,17 @@ def land_and_refresh(cfg: Settings, doc_ids: list[str]) -> None:
         landing.put(doc_id, (CORPUS / doc_id).read_bytes())
     report = run_refresh(cfg)
     assert report.quarantined == [], report.quarantined
+
+
+def wait_searchable(cfg: Settings, query: str, doc_id: str, timeout: float = 240, k: int = 5) -> float:
+    """Seconds until hybrid search returns the document among the top k for the query (fails the test on
+    timeout); before the namespace's first refresh there is no index yet, which counts as not yet."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        try:
+            if any(hit.doc_id == doc_id for hit in search(cfg, query, k=k)):
+                return time.monotonic() - started
+        except NoIndexError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"{doc_id} not searchable for {query!r} after {timeout:.0f} s")

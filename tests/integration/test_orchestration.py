@@ -28,9 +28,9 @@ from hybridops.flows.orchestration.serving import ServeProcess
 from hybridops.flows.orchestration.events import LANDING_CHANGED
 from hybridops.tasks.knowledge.landing_changes import snapshot
 from hybridops.tasks.core.object_store import landing_zone
-from hybridops.tasks.knowledge.search import NoIndexError, search
+from hybridops.tasks.knowledge.search import search
 from hybridops.tasks.core.settings import Settings
-from tests.integration.knowledge_support import CORPUS, cli, drop_namespace, wait_events
+from tests.integration.knowledge_support import CORPUS, cli, drop_namespace, wait_events, wait_searchable
 
 
 def now() -> datetime:
@@ -51,19 +51,6 @@ def served(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     finally:
         serve.stop()
         drop_namespace(cfg)
-
-
-def wait_searchable(cfg: Settings, query: str, doc_id: str, timeout: float = 240) -> float:
-    """Seconds until hybrid search returns the document for the query (fails the test on timeout)."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        try:
-            if any(hit.doc_id == doc_id for hit in search(cfg, query, k=5)):
-                return time.monotonic() - started
-        except NoIndexError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"{doc_id} not searchable for {query!r} after {timeout:.0f} s")
 
 
 def test_served_deployments_have_their_schedules_triggers_and_parameter_forms(served: Settings) -> None:

@@ -33,9 +33,15 @@ from hybridops.tasks.core.settings import Settings
 from hybridops.tasks.core.weaviate_connection import weaviate_session
 from hybridops.tasks.knowledge.index import count_objects, live_name
 from hybridops.tasks.knowledge.refresh import run_refresh
-from hybridops.tasks.knowledge.search import NoIndexError, search
+from hybridops.tasks.knowledge.search import search
 from tests.conftest import TRANSFER_SUITE_SMALL
-from tests.integration.knowledge_support import assert_index_matches_landing, drop_namespace, expected_state, put
+from tests.integration.knowledge_support import (
+    assert_index_matches_landing,
+    drop_namespace,
+    expected_state,
+    put,
+    wait_searchable,
+)
 
 try:
     postgres.bin_dir()
@@ -111,13 +117,6 @@ def test_status_reports_every_node_and_worker_on_postgres(production: Settings) 
              "rollback-adapter")} <= set(rows.splitlines())
 
 
-def _search_or_nothing(cfg: Settings, query: str) -> list:
-    try:
-        return search(cfg, query, k=3)
-    except NoIndexError:  # the namespace's first refresh has not flipped its alias yet
-        return []
-
-
 def test_the_gateway_turns_bucket_notifications_into_runs_on_the_workers_and_answers_warm(
         production: Settings) -> None:
     """The webhook and the answering service that `serve` hosts in the embedded topology, hosted by `gateway`."""
@@ -125,13 +124,8 @@ def test_the_gateway_turns_bucket_notifications_into_runs_on_the_workers_and_ans
     before = json.loads(http_get(webhook)[1])
     assert before["namespace"] == production.namespace
     key = "kb/through-the-gateway.md"
-    landed = time.monotonic()
     put(production, {key: "# Pallet heights\n\nThe heron rule applies to pallets stacked over 2.4 m.\n"})
-    deadline = landed + 240
-    while not any(hit.doc_id == key for hit in _search_or_nothing(production, "heron rule pallets")):
-        assert time.monotonic() < deadline, "not searchable 240 s after landing"
-        time.sleep(1)
-    searchable_s = time.monotonic() - landed
+    searchable_s = wait_searchable(production, "heron rule pallets", key, timeout=240, k=3)
     after = json.loads(http_get(webhook)[1])
     assert after["keys_recorded"] > before["keys_recorded"] and after["events"] > before["events"], after
 
