@@ -88,7 +88,10 @@ def adapter_rolled_back(settings: Settings, version: str | None, reason: str) ->
 
 
 def from_the_cli(settings: Settings, emit: Callable[[], Any]) -> Any:
-    """Emit to the configured Prefect server when it answers: what `emit` returned, or None (nothing sent)."""
+    """Emit to the configured Prefect server when it answers: what `emit` returned, or None (nothing sent).
+
+    Prefect keeps one events worker per process, bound to the API URL it first saw; it is drained (stopped)
+    before and after, so these events go to `settings`' server even when this process emitted to another."""
     from prefect.events.worker import EventsWorker
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -96,6 +99,7 @@ def from_the_cli(settings: Settings, emit: Callable[[], Any]) -> Any:
 
     if not healthy(prefect_service(settings), settings):
         return None
+    EventsWorker.drain_all(timeout=15)
     with temporary_settings(updates={PREFECT_API_URL: settings.prefect_api_url}):
         sent = emit()
         EventsWorker.drain_all(timeout=15)

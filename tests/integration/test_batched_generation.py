@@ -75,6 +75,30 @@ def test_batched_replies_equal_one_at_a_time_on_the_suite_prompts(llm) -> None:
     assert all(reply == reply.strip() for reply in batched)
 
 
+def test_prompts_prefilled_in_groups_and_decoded_together_reply_as_one_at_a_time(llm, monkeypatch) -> None:
+    """A batch whose prompts are prefilled in several length groups (their caches merged, left-padded, into one
+    decode batch) gives exactly the one-at-a-time replies."""
+    from hybridops.tasks.behaviour import llm as llm_module
+
+    model, tokenizer = llm
+    settings = Settings()
+    conversations = suite_conversations(tokenizer, settings)
+    sequential = [generate_chat(model, tokenizer, c, max_new_tokens=settings.max_new_tokens) for c in conversations]
+    lengths = [len(chat_prompt_ids(tokenizer, c)) for c in conversations]
+    monkeypatch.setattr(llm_module, "PREFILL_TOKENS", 2 * max(lengths))  # groups of at most two prompts
+    groups = plan_batches(lengths, llm_module.PREFILL_TOKENS, 0)
+    assert len(groups) >= 4 and len({max(lengths[i] for i in g) for g in groups}) > 1  # groups of several widths
+    prefilled, batches = [], []
+    real_prefill = llm_module.prefilled_cache
+    monkeypatch.setattr(llm_module, "prefilled_cache", lambda *a: prefilled.append(real_prefill(*a)) or prefilled[-1])
+    batched = generate_chat_batch(model, tokenizer, conversations, settings.max_new_tokens, batch_tokens=100_000,
+                                  on_batch=lambda indices, replies: batches.append(indices))
+    assert [sorted(b) for b in batches] == [list(range(len(conversations)))]  # one decode batch
+    assert len(prefilled) == 1 and prefilled[0] is not None  # ... that went on from the merged group caches
+    differing = {i: (sequential[i], batched[i]) for i in range(len(conversations)) if sequential[i] != batched[i]}
+    assert not differing, differing
+
+
 def test_finished_rows_are_cut_at_their_own_eos(llm) -> None:
     """A short reply batched with a long one: no padding or text after its EOS leaks into it."""
     model, tokenizer = llm

@@ -299,7 +299,7 @@ def test_postgres_restart_then_events_and_schedules_resume(production: Settings)
 
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from hybridops.flows.orchestration.events import landing_changed
+    from hybridops.flows.orchestration.events import from_the_cli, landing_changed
     from hybridops.tasks.knowledge.change_feed import record_changes
 
     stopped = stop_service(production, postgres.postgres_service(production))
@@ -316,10 +316,9 @@ def test_postgres_restart_then_events_and_schedules_resume(production: Settings)
     while True:
         if not sent:
             try:  # the server's connections to PostgreSQL are re-established on its next requests
-                with temporary_settings(updates={PREFECT_API_URL: production.prefect_api_url}):
-                    landing_changed(production, {"added": [key], "removed": [], "counts": {"added": 1},
-                                                 "keys": [key], "source": "test"})
-                sent = True
+                sent = from_the_cli(production, lambda: landing_changed(
+                    production, {"added": [key], "removed": [], "counts": {"added": 1}, "keys": [key],
+                                 "source": "test"})) is not None
             except Exception:  # noqa: BLE001 - retried until the deadline below
                 pass
         runs = _runs_of(production, "refresh-index", since) if sent else []
