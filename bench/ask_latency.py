@@ -6,7 +6,11 @@ Starts a private stack (temp home, free ports, no MinIO), lands and indexes exam
 it, stops `serve`, and asks the same N questions again (each then answers in-process). Every reply must say
 which path answered it. Stops exactly what it started.
 
-Usage: python bench/ask_latency.py [--samples 10]
+`--adapter-from STORE` copies the champion adapter of an existing folder store (e.g. the demo's
+var/demo/store) into the private stack's store and promotes it there, so the figures are those of a trained
+champion (short house replies) rather than the base model (which rambles up to max_new_tokens).
+
+Usage: python bench/ask_latency.py [--samples 10] [--adapter-from STORE]
 Prints one JSON object on stdout (p50/p95 wall seconds per path; progress on stderr).
 """
 
@@ -40,6 +44,8 @@ HYBRIDOPS = Path(sys.executable).parent / "hybridops"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=10, help="asks per path")
+    parser.add_argument("--adapter-from", type=Path, default=None, metavar="STORE",
+                        help="a folder store whose champion adapter answers (default: the base model)")
     args = parser.parse_args()
     questions = [case["question"] for case in yaml.safe_load((ROOT / "examples" / "behaviour_suite.yaml").read_text())
                  ["cases"] if not case.get("refusal")]
@@ -49,6 +55,7 @@ def main() -> None:
                        answer_service_port=free_port()) as cfg:
         land(landing_zone(cfg), [ROOT / "examples" / "corpus"])
         run_refresh(cfg)
+        adapter = adopt_champion(cfg, args.adapter_from) if args.adapter_from else None
         with ServeProcess(cfg) as serve:
             clock = time.perf_counter()
             wait_until_warm(cfg)
@@ -56,7 +63,23 @@ def main() -> None:
             warm = [ask(cfg, question, "service") for question in questions]
         cold = [ask(cfg, question, "in_process") for question in questions]
     print(json.dumps({"cpus": available_cpus(), "samples": args.samples, "max_new_tokens": cfg.max_new_tokens,
-                      "warm_service": summary(warm), "cold_in_process": summary(cold)}))
+                      "adapter": adapter, "warm_service": summary(warm), "cold_in_process": summary(cold)}))
+
+
+def adopt_champion(cfg: Settings, source: Path) -> str:
+    """Copy the champion adapter of the folder store `source` into cfg's store and promote it (verified there)."""
+    from hybridops.tasks.behaviour.adapters import PREFIX, champion_version, promote
+    from hybridops.tasks.core.object_store import artifact_store, open_store
+
+    version = champion_version(cfg, open_store(str(source.resolve()), cfg))
+    if version is None:
+        raise SystemExit(f"{source} has no champion adapter")
+    store = artifact_store(cfg)
+    for path in sorted((source / PREFIX / version).iterdir()):
+        store.put(f"{PREFIX}{version}/{path.name}", path.read_bytes())
+    promote(cfg, version, f"ask latency bench: champion of {source}")
+    say(f"champion {version} copied from {source}")
+    return version
 
 
 def ask(cfg: Settings, question: str, expected_path: str) -> tuple[float, float]:
