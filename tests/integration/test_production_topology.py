@@ -25,7 +25,7 @@ import pytest
 
 from hybridops.infra import postgres
 from hybridops.infra.binaries import InstallError
-from hybridops.infra.services import http_get, stop_service
+from hybridops.infra.services import free_port_block, http_get, stop_service
 from hybridops.infra.topology import private_production_settings, production_services, up
 from hybridops.tasks.core.errors import HybridopsError
 from hybridops.tasks.core.object_store import artifact_store, landing_zone
@@ -64,6 +64,7 @@ def production():
     with tempfile.TemporaryDirectory(prefix="hybridops-production-") as home:
         cfg = private_production_settings(Path(home), s3_bucket="hybridops-test", transfer_suite=TRANSFER_SUITE_SMALL,
                                           landing="s3://hybridops-test/hybridops/landing",  # MinIO notifies
+                                          worker_health_port=free_port_block(3),  # room for the scale-out worker
                                           topology="embedded")  # the flag below chooses, not the setting
         try:
             started = _cli(cfg, "up", "--topology", "production")
