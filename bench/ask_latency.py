@@ -68,15 +68,16 @@ def main() -> None:
 
 def adopt_champion(cfg: Settings, source: Path) -> str:
     """Copy the champion adapter of the folder store `source` into cfg's store and promote it (verified there)."""
-    from hybridops.tasks.behaviour.adapters import PREFIX, champion_version, promote
+    from hybridops.tasks.behaviour.adapters import champion_version, promote, version_key
     from hybridops.tasks.core.object_store import artifact_store, open_store
 
-    version = champion_version(cfg, open_store(str(source.resolve()), cfg))
+    origin = open_store(str(source.resolve()), cfg)
+    version = champion_version(cfg, origin)
     if version is None:
         raise SystemExit(f"{source} has no champion adapter")
     store = artifact_store(cfg)
-    for path in sorted((source / PREFIX / version).iterdir()):
-        store.put(f"{PREFIX}{version}/{path.name}", path.read_bytes())
+    for item in origin.list(version_key(version, "")):
+        store.put(item.key, origin.get(item.key))
     promote(cfg, version, f"ask latency bench: champion of {source}")
     say(f"champion {version} copied from {source}")
     return version

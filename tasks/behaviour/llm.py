@@ -219,23 +219,20 @@ def prefilled_cache(model: Any, input_ids: Any, attention_mask: Any) -> Any:
     width = input_ids.shape[1]
     if len(groups) < 2 or min(lengths) < 2:
         return None
-    layers: list[list[tuple[Any, Any]]] = []
-    rows: list[int] = []
+    group_caches = []  # per group: (keys, values) per layer, left-padded to the batch's width
     for group in groups:
         group_width = max(lengths[i] for i in group)
         ids = input_ids[group, width - group_width : width - 1].to(model.device)
         mask = attention_mask[group, width - group_width : width - 1].to(model.device)
         positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
         out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
-        pad = width - group_width
-        for index, layer in enumerate(out.past_key_values.layers):
-            padded = tuple(torch.nn.functional.pad(t, (0, 0, pad, 0)) for t in (layer.keys, layer.values))
-            if index == len(layers):
-                layers.append([])
-            layers[index].append(padded)
-        rows += group
+        pad = (0, 0, width - group_width, 0)
+        group_caches.append([(torch.nn.functional.pad(layer.keys, pad), torch.nn.functional.pad(layer.values, pad))
+                             for layer in out.past_key_values.layers])
+    rows = [i for group in groups for i in group]
     order = torch.argsort(torch.tensor(rows, device=model.device))  # back to the batch's row order
-    merged = [(torch.cat([k for k, _ in parts])[order], torch.cat([v for _, v in parts])[order]) for parts in layers]
+    merged = [(torch.cat([k for k, _ in per_group])[order], torch.cat([v for _, v in per_group])[order])
+              for per_group in zip(*group_caches)]
     return DynamicCache(merged, config=model.config)
 
 
