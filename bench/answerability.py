@@ -151,10 +151,12 @@ def score(settings: Settings, model, tokenizer, embedder, items: list[dict]) -> 
             answer_ids = tokenizer.encode(answer, add_special_tokens=False) if answer else []
             with_context = _log_probs(model, prompt + decision + [quote_id], answer_ids)
             p = with_context["decision"]
-            row = {"question": item["question"], "refusal": item["refusal"], "model_null": reply.format_ok and answer is None,
+            texts = [passage.text for passage in item["passages"]]
+            row = {"question": item["question"], "refusal": item["refusal"],
+                   "model_null": reply.format_ok and answer is None,
                    "p_null": p[null_id] / (p[null_id] + p[quote_id]),
-                   "coverage": coverage(item["question"], [x.text for x in item["passages"]]),
-                   "cosine": best_cosine(embedder, item["question"], [x.text for x in item["passages"]]),
+                   "coverage": coverage(item["question"], texts),
+                   "cosine": best_cosine(embedder, item["question"], texts),
                    "pmi": None}
             if answer_ids:
                 bare = chat_prompt_ids(tokenizer, build_messages(item["question"], []))
