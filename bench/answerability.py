@@ -33,7 +33,6 @@ import re
 import statistics
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 from transfer import EXAMPLES, SUITES, load_model, progress
 
@@ -41,6 +40,7 @@ from hybridops.tasks.behaviour.checks import content_words
 from hybridops.tasks.behaviour.llm import chat_prompt_ids, generate_batch
 from hybridops.tasks.behaviour.prompting import build_messages, parse_reply
 from hybridops.tasks.behaviour.suite import load_suite, make_retriever
+from hybridops.tasks.behaviour.training_data import TrainingRecord, response_text
 from hybridops.tasks.core.model_runtime import batch_threads
 from hybridops.tasks.core.object_store import landing_zone
 from hybridops.tasks.core.settings import Settings, load_settings
@@ -104,23 +104,22 @@ def run(adapter: str | None, adapter_dir: Path | None, rows_file: Path | None = 
 
 
 def merged(settings: Settings, folder: Path):
-    """(model, tokenizer): the base model with the adapter folder merged in (fp32, as evals answer)."""
-    from peft import PeftModel
-
-    from hybridops.tasks.behaviour.llm import load_base_model
+    """(model, tokenizer): the base model with the adapter folder merged in, as the registry path merges one."""
+    from hybridops.tasks.behaviour.adapter_loading import merge_adapter
+    from hybridops.tasks.behaviour.llm import generation_dtype, load_base_model
 
     base, tokenizer = load_base_model(settings, fresh=True)
-    model = PeftModel.from_pretrained(base, str(folder), is_trainable=False).merge_and_unload()
-    return model.eval(), tokenizer
+    return merge_adapter(base, folder, generation_dtype(settings)), tokenizer
 
 
 def training_items() -> list[dict]:
+    """The shipped training examples, read with the records' own model (their passages are prompt passages)."""
     items = []
     for path in sorted((EXAMPLES / "training").glob("*.jsonl")):
         for line in path.read_text().splitlines():
-            record = json.loads(line)
-            items.append({"question": record["question"], "refusal": record["response"]["answer"] is None,
-                          "passages": [SimpleNamespace(**c) for c in record["context"]]})
+            record = TrainingRecord.model_validate_json(line)
+            items.append({"question": record.question, "passages": record.context,
+                          "refusal": json.loads(response_text(record.response))["answer"] is None})
     return items
 
 

@@ -1,7 +1,7 @@
 """Models with adapters: a verified registry version merged into the base model, cached per process.
 
 Separate from the registry (adapters.py) because this is the only part that needs torch/peft; peft is
-imported inside `_merge`, where the merge happens, so using the registry never loads it.
+imported inside `merge_adapter`, where the merge happens, so using the registry never loads it.
 """
 
 from __future__ import annotations
@@ -58,14 +58,15 @@ def load_adapter_model(settings: Settings, version: str):
         base, tokenizer = load_base_model(settings)
         with tempfile.TemporaryDirectory(prefix="hybridops-adapter-") as tmp:
             folder = fetch_verified(store, manifest, Path(tmp))
-            model = _merge(copy.deepcopy(base), folder, dtype)
+            model = merge_adapter(copy.deepcopy(base), folder, dtype)
         _MODELS[key] = (listing, model, tokenizer)
         while len(_MODELS) > _MAX_MODELS:
             _MODELS.popitem(last=False)
         return model, tokenizer
 
 
-def _merge(base, folder: Path, dtype: str):
+def merge_adapter(base, folder: Path, dtype: str):
+    """`base` (consumed) with the peft adapter in `folder` merged in, cast to `dtype`, in eval mode."""
     import torch
     from peft import PeftModel
 
