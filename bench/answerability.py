@@ -9,11 +9,17 @@ be built on, per case:
   from the model's priors is about as likely without the context);
 - `coverage`: share of the question's content words found in the passages (lexical);
 - `cosine`: best MiniLM cosine between the question and a passage sentence;
-- `combined`: a logistic regression over the four, fitted on the training examples; on each suite it is also
-  judged at the threshold chosen on the training examples (`combined_at_training_threshold`), as a deployed
-  refusal rule would be.
-Groups: the in-domain and out-of-domain suites (passages retrieved from their own indexes on a private stack)
-and the shipped training examples (their given passages; the adapter trained on them, so an optimistic group).
+- `combined`: a logistic regression over P(null), coverage and cosine (PMI costs a second forward pass and
+  adds nothing out of fold), fitted on the training examples. A deployed refusal rule needs a threshold chosen
+  without the cases it is judged on, so the threshold comes from out-of-fold scores of the training examples
+  (5 folds), at two operating points: `oof_80pct` refuses >= 80% of the training refusals, `oof_no_false`
+  refuses no answerable training example; every group is judged at both (`rules`).
+- `probe`: the same, over the adapter's last hidden state at the decision token (a linear probe: is what the
+  model "knows" about answerability richer than what it says?), with the same out-of-fold thresholds.
+Groups: the in-domain and out-of-domain suites and, larger, their answerability case sets
+(examples/answerability_cases.yaml, examples/transfer/answerability_cases.yaml: 24 answerable and 16 refusal
+questions each, mostly near misses, written for this and never trained on); passages retrieved from each
+corpus's own index on a private stack. And the shipped training examples (their given passages; the adapter trained on them, so an optimistic group).
 Per signal and group: the ranges for refusal and answerable cases and, at the threshold that refuses >= 80% of
 the refusal cases, the share of answerable cases refused with them (issue 15: false refusals <= 5%). A case the
 model already answered null counts as refused whatever the signal.
@@ -48,8 +54,13 @@ from hybridops.tasks.knowledge.landing import land
 from hybridops.tasks.knowledge.refresh import run_refresh
 
 REFUSE_SHARE = 0.8  # issue 15's refuses_without_context target
-SIGNALS = {"p_null": +1, "pmi": -1, "coverage": -1, "cosine": -1, "combined": +1}  # +1: high means refuse
-FEATURES = ("p_null", "pmi", "coverage", "cosine")
+SIGNALS = {"p_null": +1, "pmi": -1, "coverage": -1, "cosine": -1, "combined": +1, "probe": +1}  # +1: high: refuse
+RULES = {"combined": (lambda row: _features(row), 1e-3),  # rule -> (its inputs, L2 weight)
+         "probe": (lambda row: row["hidden"], 1e-2)}
+FEATURES = ("p_null", "coverage", "cosine")
+FOLDS = 5
+CASE_SETS = {"in_domain": EXAMPLES / "answerability_cases.yaml",  # more cases per corpus, same index
+             "out_of_domain": EXAMPLES / "transfer" / "answerability_cases.yaml"}
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
@@ -82,24 +93,34 @@ def run(adapter: str | None, adapter_dir: Path | None, rows_file: Path | None = 
             cfg = stack.model_copy(update={"namespace": namespace, "home": stack.home / namespace,
                                            "landing": None, "store": None})
             groups[name] = suite_items(cfg, corpus, suite_file)
+            retrieve = make_retriever(cfg)
+            groups[f"{name}_cases"] = [_item(case, retrieve) for case in load_suite(CASE_SETS[name]).cases]
     rows = {}
     for name, items in groups.items():
         progress(f"{name}: answering and scoring {len(items)} cases")
         rows[name] = score(user, model, tokenizer, embedder, items)
-    combined, weights = fit_combined(rows["training_examples"])
-    for group in rows.values():
-        for row in group:
-            row["combined"] = combined(row)
+    thresholds = {}
+    for rule, (inputs, l2) in RULES.items():
+        rule_score, weights = fit_logistic(rows["training_examples"], inputs, l2)
+        if rule == "combined":
+            combined_weights = dict(zip(FEATURES, weights[:-1])) | {"bias": weights[-1]}
+        for group in rows.values():
+            for row in group:
+                row[rule] = rule_score(row)
+        thresholds[rule] = out_of_fold_thresholds(rows["training_examples"], rule)
     if rows_file:
-        rows_file.write_text("".join(json.dumps({"group": name} | row) + "\n" for name, group in rows.items()
-                                     for row in group))
-    threshold = refusal_threshold(rows["training_examples"], "combined")
-    result = {"adapter": version, "adapter_warning": warning, "combined_weights": weights, "groups": {}}
+        rows_file.write_text("".join(json.dumps({"group": name} | _without(row, "hidden")) + "\n"
+                                     for name, group in rows.items() for row in group))
+    result = {"adapter": version, "adapter_warning": warning, "combined_weights": combined_weights,
+              "thresholds": {rule: {k: round(v, 3) for k, v in t.items()} for rule, t in thresholds.items()},
+              "groups": {}}
     for name, group in rows.items():
         result["groups"][name] = {"cases": len(group), "refusal_cases": sum(r["refusal"] for r in group),
                                   "model_refused": _model_refused(group),
                                   "signals": {s: separation(group, s) for s in SIGNALS},
-                                  "combined_at_training_threshold": refused_at(group, "combined", threshold)}
+                                  "rules": {rule: {point: refused_at(group, rule, threshold)
+                                                   for point, threshold in t.items()}
+                                            for rule, t in thresholds.items()}}
     return result
 
 
@@ -129,12 +150,15 @@ def suite_items(cfg: Settings, corpus: Path, suite_file: Path) -> list[dict]:
     land(landing_zone(cfg), [corpus])
     run_refresh(cfg)
     retrieve = make_retriever(cfg)
-    return [{"question": c.question, "refusal": c.refusal, "passages": list(retrieve(c.question))}
-            for c in load_suite(suite_file).cases]
+    return [_item(case, retrieve) for case in load_suite(suite_file).cases]
+
+
+def _item(case, retrieve) -> dict:
+    return {"question": case.question, "refusal": case.refusal, "passages": list(retrieve(case.question))}
 
 
 def score(settings: Settings, model, tokenizer, embedder, items: list[dict]) -> list[dict]:
-    """Each item answered (batched, as evals do) and its four signals."""
+    """Each item answered (batched, as evals do), its four signals and the probe's input."""
     import torch
 
     prompts = [chat_prompt_ids(tokenizer, build_messages(i["question"], i["passages"])) for i in items]
@@ -156,7 +180,7 @@ def score(settings: Settings, model, tokenizer, embedder, items: list[dict]) -> 
                    "p_null": p[null_id] / (p[null_id] + p[quote_id]),
                    "coverage": coverage(item["question"], texts),
                    "cosine": best_cosine(embedder, item["question"], texts),
-                   "pmi": None}
+                   "pmi": None, "hidden": with_context["hidden"]}
             if answer_ids:
                 bare = chat_prompt_ids(tokenizer, build_messages(item["question"], []))
                 without = _log_probs(model, bare + decision + [quote_id], answer_ids)["answer"]
@@ -166,15 +190,17 @@ def score(settings: Settings, model, tokenizer, embedder, items: list[dict]) -> 
 
 
 def _log_probs(model, prefix: list[int], answer: list[int]) -> dict:
-    """The decision token's next-token probabilities (the position before the quote) and each answer token's
-    log-probability, from one forward pass."""
+    """The decision token's next-token probabilities (the position before the quote), the last hidden state
+    there, and each answer token's log-probability, from one forward pass."""
     import torch
 
     ids = torch.tensor([prefix + answer], device=model.device)
-    logits = model(input_ids=ids).logits[0].float()
+    out = model(input_ids=ids, output_hidden_states=True)
+    logits = out.logits[0].float()
     start = len(prefix) - 1
     answer_lp = torch.log_softmax(logits[start : start + len(answer)], -1)
     return {"decision": torch.softmax(logits[start - 1], -1).tolist(),
+            "hidden": out.hidden_states[-1][0, start - 1].float().tolist(),
             "answer": [answer_lp[i, t].item() for i, t in enumerate(answer)]}
 
 
@@ -191,13 +217,12 @@ def best_cosine(embedder, question: str, passages: list[str]) -> float:
     return float((embedder.embed(sentences) @ embedder.embed([question])[0]).max())
 
 
-def fit_combined(rows: list[dict]):
-    """A logistic regression over the four signals, fitted on the training examples (classes balanced): what a
-    classifier over them could do, judged on the suites it never saw. Returns (row -> score (high: refuse),
-    the weights per standardised signal)."""
+def fit_logistic(rows: list[dict], inputs, l2: float):
+    """A logistic regression over `inputs(row)` (standardised, classes balanced), fitted on `rows`. Returns
+    (row -> score (high: refuse), the weights per standardised input and the bias last)."""
     import torch
 
-    x = torch.tensor([_features(r) for r in rows])
+    x = torch.tensor([inputs(r) for r in rows])
     y = torch.tensor([float(r["refusal"]) for r in rows])
     mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
     weight = torch.where(y > 0, 0.5 / y.mean(), 0.5 / (1 - y.mean()))
@@ -208,13 +233,32 @@ def fit_combined(rows: list[dict]):
     def closure():
         optimizer.zero_grad()
         logits = (x - mean) / std @ w + b
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y, weight=weight) + 1e-3 * w.square().sum()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y, weight=weight) + l2 * w.square().sum()
         loss.backward()
         return loss
 
     optimizer.step(closure)
-    weights = dict(zip(FEATURES, (round(v, 3) for v in w.detach().tolist()))) | {"bias": round(float(b), 3)}
-    return lambda row: float(((torch.tensor(_features(row)) - mean) / std) @ w.detach() + b.detach()), weights
+    w, b = w.detach(), b.detach()
+    weights = [round(v, 3) for v in w.tolist()] + [round(float(b), 3)]
+    return lambda row: float(((torch.tensor(inputs(row)) - mean) / std) @ w + b), weights
+
+
+def out_of_fold_thresholds(rows: list[dict], rule: str) -> dict[str, float]:
+    """Thresholds on a rule's score chosen the way a deployment could: each training example scored by the
+    rule fitted without its fold, then `oof_80pct` refuses >= 80% of the refusal examples and `oof_no_false`
+    sits just above the highest-scoring answerable one."""
+    inputs, l2 = RULES[rule]
+    scored = []
+    for fold in range(FOLDS):
+        held = [r for i, r in enumerate(rows) if i % FOLDS == fold]
+        score, _ = fit_logistic([r for i, r in enumerate(rows) if i % FOLDS != fold], inputs, l2)
+        scored += [r | {rule: score(r)} for r in held]
+    answerable = max(refusability(r, rule) for r in scored if not r["refusal"])
+    return {"oof_80pct": refusal_threshold(scored, rule), "oof_no_false": math.nextafter(answerable, math.inf)}
+
+
+def _without(row: dict, key: str) -> dict:
+    return {k: v for k, v in row.items() if k != key}
 
 
 def _features(row: dict) -> list[float]:
@@ -270,9 +314,10 @@ def table(result: dict) -> str:
             at = s.get("at_80pct_refusals") or {}
             lines.append(f"{'':18} {signal:9} {str(s['refusal']):22} {str(s['answerable']):24} "
                          f"refuses {at.get('refuses')}, false refusals {at.get('false_refusals')}")
-        held = group["combined_at_training_threshold"]
-        lines.append(f"{'':18} combined at the training examples' threshold: refuses {held['refuses']}, "
-                     f"false refusals {held['false_refusals']}")
+        for rule, points in group["rules"].items():
+            for point, held in points.items():
+                lines.append(f"{'':18} {rule} at the {point} threshold (out of fold, training examples): refuses "
+                             f"{held['refuses']}, false refusals {held['false_refusals']}")
     return "\n".join(lines)
 
 
