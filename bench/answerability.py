@@ -19,7 +19,8 @@ be built on, per case:
 Groups: the in-domain and out-of-domain suites and, larger, their answerability case sets
 (examples/answerability_cases.yaml, examples/transfer/answerability_cases.yaml: 24 answerable and 16 refusal
 questions each, mostly near misses, written for this and never trained on); passages retrieved from each
-corpus's own index on a private stack. And the shipped training examples (their given passages; the adapter trained on them, so an optimistic group).
+corpus's own index on a private stack. And the shipped training examples (their given passages; the adapter
+trained on them, so an optimistic group).
 Per signal and group: the ranges for refusal and answerable cases and, at the threshold that refuses >= 80% of
 the refusal cases, the share of answerable cases refused with them (issue 15: false refusals <= 5%). A case the
 model already answered null counts as refused whatever the signal.
@@ -55,7 +56,7 @@ from hybridops.tasks.knowledge.refresh import run_refresh
 
 REFUSE_SHARE = 0.8  # issue 15's refuses_without_context target
 SIGNALS = {"p_null": +1, "pmi": -1, "coverage": -1, "cosine": -1, "combined": +1, "probe": +1}  # +1: high: refuse
-RULES = {"combined": (lambda row: _features(row), 1e-3),  # rule -> (its inputs, L2 weight)
+RULES = {"combined": (lambda row: _features(row), 1e-3),  # rule -> (its inputs, L2 weight); defined below
          "probe": (lambda row: row["hidden"], 1e-2)}
 FEATURES = ("p_null", "coverage", "cosine")
 FOLDS = 5
@@ -251,8 +252,8 @@ def out_of_fold_thresholds(rows: list[dict], rule: str) -> dict[str, float]:
     scored = []
     for fold in range(FOLDS):
         held = [r for i, r in enumerate(rows) if i % FOLDS == fold]
-        score, _ = fit_logistic([r for i, r in enumerate(rows) if i % FOLDS != fold], inputs, l2)
-        scored += [r | {rule: score(r)} for r in held]
+        fold_score, _ = fit_logistic([r for i, r in enumerate(rows) if i % FOLDS != fold], inputs, l2)
+        scored += [r | {rule: fold_score(r)} for r in held]
     answerable = max(refusability(r, rule) for r in scored if not r["refusal"])
     return {"oof_80pct": refusal_threshold(scored, rule), "oof_no_false": math.nextafter(answerable, math.inf)}
 
