@@ -93,9 +93,10 @@ def run(adapter: str | None, adapter_dir: Path | None, rows_file: Path | None = 
         for name, (corpus, suite_file, _golden, namespace) in SUITES.items():
             cfg = stack.model_copy(update={"namespace": namespace, "home": stack.home / namespace,
                                            "landing": None, "store": None})
-            groups[name] = suite_items(cfg, corpus, suite_file)
-            retrieve = make_retriever(cfg)
-            groups[f"{name}_cases"] = [_item(case, retrieve) for case in load_suite(CASE_SETS[name]).cases]
+            retrieve = indexed_retriever(cfg, corpus)
+            for group, cases_file in ((name, suite_file), (f"{name}_cases", CASE_SETS[name])):
+                groups[group] = [{"question": case.question, "refusal": case.refusal,
+                                  "passages": list(retrieve(case.question))} for case in load_suite(cases_file).cases]
     rows = {}
     for name, items in groups.items():
         progress(f"{name}: answering and scoring {len(items)} cases")
@@ -145,17 +146,12 @@ def training_items() -> list[dict]:
     return items
 
 
-def suite_items(cfg: Settings, corpus: Path, suite_file: Path) -> list[dict]:
-    """Index the corpus in its namespace; each case with the passages the eval would retrieve for it."""
+def indexed_retriever(cfg: Settings, corpus: Path):
+    """Index the corpus in its namespace; the retriever evals use on it (question -> passages)."""
     Path(cfg.landing_uri).mkdir(parents=True, exist_ok=True)
     land(landing_zone(cfg), [corpus])
     run_refresh(cfg)
-    retrieve = make_retriever(cfg)
-    return [_item(case, retrieve) for case in load_suite(suite_file).cases]
-
-
-def _item(case, retrieve) -> dict:
-    return {"question": case.question, "refusal": case.refusal, "passages": list(retrieve(case.question))}
+    return make_retriever(cfg)
 
 
 def score(settings: Settings, model, tokenizer, embedder, items: list[dict]) -> list[dict]:

@@ -48,6 +48,11 @@ class Case(BaseModel):
     max_chars: int | None = None
     origin: Literal["golden", "interaction"] = "golden"
 
+    @property
+    def keyword_groups(self) -> tuple[str | tuple[str, ...], ...]:
+        """expected_keywords as the checks take them (hashable: alternatives as tuples)."""
+        return tuple(k if isinstance(k, str) else tuple(k) for k in self.expected_keywords)
+
 
 class Suite(BaseModel):
     """A named set of cases plus the default checks for answerable, refusal and sampled-interaction cases."""
@@ -274,7 +279,7 @@ def checked_result(
         reply=generated.reply,
         passages=tuple(passages),
         gold_docs=tuple(case.gold_docs),
-        expected_keywords=tuple(k if isinstance(k, str) else tuple(k) for k in case.expected_keywords),
+        expected_keywords=case.keyword_groups,
         refusal=case.refusal,
         max_chars=case.max_chars or suite.max_chars,
         banned_phrases=tuple(suite.banned_phrases),

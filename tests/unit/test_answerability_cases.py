@@ -5,15 +5,14 @@ as labelled, or a question the adapter trained on, would make every figure measu
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
-from hybridops.tasks.behaviour.checks import CheckInput, expected_keywords
-from hybridops.tasks.behaviour.prompting import ParsedReply
 from hybridops.tasks.behaviour.suite import load_suite
 from hybridops.tasks.knowledge.documents import parse_document
 from hybridops.tasks.knowledge.retrieval_eval import load_golden
+
+from tests.example_support import gold_text_keywords, normalise
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 CASE_SETS = {  # case set -> (its corpus, the suite and golden set of that corpus)
@@ -25,10 +24,6 @@ CASE_SETS = {  # case set -> (its corpus, the suite and golden set of that corpu
 }
 
 
-def normalise(question: str) -> str:
-    return " ".join(re.findall(r"[a-z0-9]+", question.lower()))
-
-
 @pytest.mark.parametrize("case_file", CASE_SETS, ids=lambda p: p.parent.name)
 def test_answerable_cases_are_answered_by_their_gold_documents(case_file: Path) -> None:
     corpus = CASE_SETS[case_file][0]
@@ -38,10 +33,7 @@ def test_answerable_cases_are_answered_by_their_gold_documents(case_file: Path) 
     for case in answerable:
         assert case.gold_docs and case.expected_keywords, case.id
         gold_text = " ".join(parse_document(d, (corpus / d).read_bytes(), "v1").text for d in case.gold_docs)
-        data = CheckInput(question=case.question, reply=ParsedReply(answer=gold_text, format_ok=True),
-                          expected_keywords=tuple(k if isinstance(k, str) else tuple(k)
-                                                  for k in case.expected_keywords))
-        result = expected_keywords(data)  # the gold text itself, as an answer, passes the keyword check
+        result = gold_text_keywords(case, gold_text)
         assert result is not None and result.passed, f"{case.id}: {result}"
 
 

@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hybridops.tasks.behaviour.checks import CheckInput, expected_keywords
-from hybridops.tasks.behaviour.prompting import ParsedReply
 from hybridops.tasks.behaviour.suite import Suite, load_suite
 from hybridops.tasks.core.settings import Settings
 from hybridops.tasks.knowledge.document_contract import (
@@ -20,6 +18,8 @@ from hybridops.tasks.knowledge.document_contract import (
 )
 from hybridops.tasks.knowledge.documents import Document, parse_document
 from hybridops.tasks.knowledge.retrieval_eval import load_golden
+
+from tests.example_support import gold_text_keywords, normalise
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 TRANSFER = EXAMPLES / "transfer"
@@ -31,10 +31,6 @@ SHINGLE = 8  # words: a shared run this long means a shared sentence, i.e. a sha
 def files(root: Path) -> dict[str, Path]:
     """doc id (path relative to the corpus root, as `hybridops land` keys it) -> file."""
     return {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def normalise(question: str) -> str:
-    return " ".join(re.findall(r"[a-z0-9]+", question.lower()))
 
 
 def shingles(text: str) -> set[tuple[str, ...]]:
@@ -106,12 +102,8 @@ def test_gold_docs_exist_and_hold_the_expected_keywords(suite: Suite, documents:
     for case in suite.cases:
         missing = [d for d in case.gold_docs if d not in documents]
         assert not missing, f"{case.id}: gold docs not in the corpus: {missing}"
-        if case.expected_keywords:  # the gold text itself, as an answer, passes the case's keyword check
-            gold_text = " ".join(documents[d].text for d in case.gold_docs)
-            data = CheckInput(question=case.question, reply=ParsedReply(answer=gold_text, format_ok=True),
-                              expected_keywords=tuple(k if isinstance(k, str) else tuple(k)
-                                                      for k in case.expected_keywords))
-            result = expected_keywords(data)
+        if case.expected_keywords:
+            result = gold_text_keywords(case, " ".join(documents[d].text for d in case.gold_docs))
             assert result is not None and result.passed, f"{case.id}: {result}"
 
 
